@@ -1,0 +1,3 @@
+//! Calico's resource model and selector language, as far as this tool needs them.
+
+pub mod selector;
