@@ -5,3 +5,15 @@
 //! changes → confirmation → writes → journal → report. Everything before "writes" is pure.
 
 pub mod calico;
+pub mod cli;
+pub mod cluster;
+pub mod commands;
+pub mod error;
+pub mod exit;
+pub mod facts;
+pub mod journal;
+pub mod logging;
+pub mod plan;
+pub mod stages;
+pub mod ui;
+pub mod yaml;

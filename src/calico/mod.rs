@@ -1,3 +1,4 @@
 //! Calico's resource model and selector language, as far as this tool needs them.
 
+pub mod policy;
 pub mod selector;

@@ -1,0 +1,387 @@
+//! The whole command surface. Doc comments here are the `--help` text users read, so they say what
+//! a command changes and where it deliberately differs from the tutorial it automates.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::stages::StageId;
+
+/// Harden a Calico cluster to default deny on every host and workload, one reversible step at a time.
+///
+/// Each stage command detects the facts of the live cluster (control-plane nodes, API server
+/// port, where Calico's components run), renders the stage's Calico policies, shows a diff,
+/// asks, applies and records what it did so that `rollback` can undo it.
+///
+/// Typical session: `plan`, then `up` (every allow stage, one confirmation each), `enable-hep`,
+/// `check --after lockdown`, and finally `lockdown`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl calico-harden",
+    bin_name = "kubectl calico-harden",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 ok, 1 failed or refused, 2 bad usage, 130 cancelled at a prompt."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection and output flags, with kubectl's meaning.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl's, else ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The kubeconfig cluster to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cluster: Option<String>,
+
+    /// The kubeconfig user to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Namespace of a namespaced stage policy, overriding the detected one (only for
+    /// calico-apiserver-to-kapi and controllers-to-calico-apiserver).
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// User to impersonate for the operation.
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+
+    /// Group to impersonate for the operation (repeatable).
+    #[arg(long = "as-group", global = true, value_name = "GROUP")]
+    pub as_group: Vec<String>,
+
+    /// How long to wait for a single server request, e.g. 30s, 1m, 500ms (0 = no limit).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0")]
+    pub request_timeout: String,
+
+    /// Answer yes to every confirmation (needed when stdin is not a terminal).
+    #[arg(short = 'y', long, global = true)]
+    pub yes: bool,
+
+    /// none: apply; client: show the changes and send nothing; server: let the API server
+    /// validate every write without persisting it. Bare --dry-run means client.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "none",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "client",
+        value_name = "MODE"
+    )]
+    pub dry_run: DryRun,
+
+    /// Output format for data on stdout; the default is a human table or diff.
+    #[arg(short = 'o', long, global = true, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+
+    /// Disable colours (also when NO_COLOR is set or stdout is not a terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    /// More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Namespace that holds the change history (one ConfigMap per revision).
+    #[arg(long, global = true, value_name = "NAMESPACE", default_value = "kube-system")]
+    pub history_namespace: String,
+
+    /// How many revisions of history to keep.
+    #[arg(long, global = true, value_name = "N", default_value_t = 20)]
+    pub history_max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum DryRun {
+    #[default]
+    None,
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stage 00: allow and log everything (GNPs final-allow-everything, order 100001, and
+    /// log-everything, order 100000), so later stages cannot cut anything off until lockdown.
+    #[command(visible_alias = "allow-everything")]
+    SafetyNet,
+
+    /// Stage 01: let every endpoint reach 127.0.0.0/8 (GNP allow-containers-access-to-localhost).
+    #[command(visible_alias = "container-to-localhost")]
+    Localhost,
+
+    /// Stage 02: namespaced workloads may only reach kube-dns on port 53 (GNP deny-app-policy).
+    ///
+    /// Differs from the tutorial: DNS is allowed over UDP and TCP (large answers fall back to TCP),
+    /// and platform namespaces are left alone by default because the tutorial's selector also
+    /// isolates CoreDNS, which then cannot reach upstream resolvers. Pass
+    /// `--exclude-namespaces ''` for the tutorial's exact selector.
+    #[command(visible_alias = "deny-app-policy")]
+    IsolateApps(IsolateAppsArgs),
+
+    /// Stage 03: calico-apiserver pods may reach the Kubernetes API server port (NP
+    /// calico-apiserver-to-kapi in the calico-apiserver's namespace).
+    #[command(visible_alias = "calico-api-to-kapi")]
+    CalicoApiserverToKapi,
+
+    /// Stage 04: calico-kube-controllers may reach the calico-apiserver pods (NP
+    /// calico-kube-controllers-to-apiserver in kube-controllers' namespace).
+    #[command(visible_alias = "calico-kube-controller-to-api")]
+    ControllersToCalicoApiserver,
+
+    /// Stage 05: hosts may reach calico-apiserver pods on TCP 5443 (GNP calico-components-to-apiserver).
+    #[command(visible_alias = "calico-components-to-apiserver")]
+    HostsToCalicoApiserver,
+
+    /// Stage 06: hosts may reach the API server port on the detected control-plane nodes
+    /// (GNP worker-nodes-to-kapi).
+    #[command(visible_alias = "worker-nodes-to-kapi")]
+    NodesToKapi,
+
+    /// Stage 07: calico-node, calico-apiserver and calico-typha pods may reach the API server
+    /// port on control-plane nodes (GNP srcnated-to-kapi).
+    #[command(visible_alias = "srcnated-to-kapi")]
+    SrcnatToKapi,
+
+    /// Stage 08: hosts may reach calico-typha on TCP 5473 on the nodes where typha runs
+    /// (GNP worker-nodes-to-typha).
+    #[command(visible_alias = "worker-nodes-to-typha")]
+    NodesToTypha,
+
+    /// Stage 09 (not in the tutorial): the API server may reach kubelets on TCP 10250, so that
+    /// `kubectl logs/exec/port-forward` keep working after lockdown (GNP kapi-to-kubelet).
+    #[command(visible_alias = "kapi-to-kubelet")]
+    Kubelet,
+
+    /// Private registry: every endpoint may reach the registry's address on its ports
+    /// (GNP private-registry-policy).
+    #[command(visible_alias = "private-registry")]
+    Registry(RegistryArgs),
+
+    /// Turn on Calico's automatic host endpoints (KubeControllersConfiguration `default`,
+    /// spec.controllers.node.hostEndpoint.autoCreate) with a merge patch sent through the API,
+    /// so no shell quoting is involved.
+    EnableHep(EnableHepArgs),
+
+    /// Default deny: delete the safety net after preflight checks prove nothing critical breaks,
+    /// then verify that NEW connections to the API server still work and ask for confirmation;
+    /// without it the safety net is restored automatically (commit-confirmed).
+    #[command(visible_alias = "default-deny")]
+    Lockdown(LockdownArgs),
+
+    /// Every stage's state (applied / missing / drifted / not applicable), the detected facts,
+    /// and the next step.
+    #[command(visible_alias = "status")]
+    Plan,
+
+    /// Print the stage manifests as a YAML stream (or a JSON List with -o json) that
+    /// `kubectl apply -f -` accepts.
+    Render(RenderArgs),
+
+    /// Run the allow stages in order, one confirmation each. Never locks down unless --lockdown.
+    Up(UpArgs),
+
+    /// List the recorded revisions of changes made by this tool (stored in the cluster).
+    History,
+
+    /// Undo changes: the newest revision, back to the state right after revision N, or --all.
+    Rollback(RollbackArgs),
+
+    /// Print the least-privilege ClusterRole this tool needs.
+    Rbac,
+
+    /// Print a shell completion script, or install kubectl's completion hook.
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct IsolateAppsArgs {
+    /// Namespaces to leave alone, comma separated; '' isolates every namespace as the tutorial does.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = crate::stages::DEFAULT_EXCLUDED_NAMESPACES
+    )]
+    pub exclude_namespaces: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// The registry's address: IPv4 or IPv6, with or without a prefix (default /32 or /128).
+    #[arg(long, value_name = "IP[/PREFIX]", required = true)]
+    pub ip: Vec<String>,
+
+    /// TCP port of the registry (repeatable; default 5000).
+    #[arg(long, value_name = "N")]
+    pub port: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EnableHepArgs {
+    /// Set autoCreate to Disabled instead. Calico then DELETES the automatic host endpoints.
+    #[arg(long)]
+    pub disable: bool,
+
+    /// After patching, wait with a progress bar until every node has a host endpoint.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits, e.g. 2m.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub timeout: String,
+
+    /// Print the equivalent kubectl command for this shell and change nothing.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    pub print_command: Option<PrintShell>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrintShell {
+    Bash,
+    Powershell,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LockdownArgs {
+    /// Lock down even when preflight checks fail. The failing checks are still printed.
+    #[arg(long)]
+    pub force: bool,
+
+    /// How long to wait for the operator to confirm that access still works before the safety
+    /// net is restored automatically, e.g. 60s.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub confirm_timeout: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RenderArgs {
+    /// Stages to render (default: every stage, in order).
+    #[arg(value_enum, value_name = "STAGE")]
+    pub stages: Vec<StageId>,
+
+    /// Use the tutorial lab's facts instead of a cluster (overridable with the flags below).
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Control-plane node name (repeatable; offline only).
+    #[arg(long, value_name = "NAME", requires = "offline")]
+    pub control_plane_node: Vec<String>,
+
+    /// API server port (offline only).
+    #[arg(long, value_name = "PORT", requires = "offline")]
+    pub apiserver_port: Option<String>,
+
+    /// Namespace of the calico-apiserver pods (offline only).
+    #[arg(long, value_name = "NAMESPACE", requires = "offline")]
+    pub calico_apiserver_namespace: Option<String>,
+
+    /// Private registry address for the registry stage (rendered only when given).
+    #[arg(long, value_name = "IP[/PREFIX]")]
+    pub registry_ip: Vec<String>,
+
+    /// Private registry port (repeatable; default 5000).
+    #[arg(long, value_name = "N")]
+    pub registry_port: Vec<String>,
+
+    /// Namespaces isolate-apps leaves alone; '' for the tutorial's exact selector.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = crate::stages::DEFAULT_EXCLUDED_NAMESPACES
+    )]
+    pub exclude_namespaces: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// Stop after this stage.
+    #[arg(long, value_enum, value_name = "STAGE")]
+    pub through: Option<StageId>,
+
+    /// Also enable host endpoints and lock down at the end.
+    #[arg(long)]
+    pub lockdown: bool,
+
+    /// Private registry address; the registry stage runs only when given.
+    #[arg(long, value_name = "IP[/PREFIX]")]
+    pub registry_ip: Vec<String>,
+
+    /// Private registry port (repeatable; default 5000).
+    #[arg(long, value_name = "N")]
+    pub registry_port: Vec<String>,
+
+    /// Namespaces isolate-apps leaves alone; '' isolates every namespace.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = crate::stages::DEFAULT_EXCLUDED_NAMESPACES
+    )]
+    pub exclude_namespaces: String,
+
+    /// With --lockdown: lock down even when preflight checks fail.
+    #[arg(long, requires = "lockdown")]
+    pub force: bool,
+
+    /// With --lockdown: how long to wait for the operator's confirmation, e.g. 60s.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub confirm_timeout: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RollbackArgs {
+    /// Return to the state right after this revision (default: undo the newest revision).
+    #[arg(value_name = "REVISION", conflicts_with = "all")]
+    pub revision: Option<u64>,
+
+    /// Undo every revision: back to the state before this tool's first change.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Undo objects that someone changed after the tool wrote them.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionArgs {
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionShell,
+
+    /// With `kubectl`: create the `kubectl_complete-calico_harden` link in DIR (default: next to
+    /// this binary), so that kubectl's own completion completes this plugin.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    pub install: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+    /// kubectl's plugin completion hook (kubectl_complete-calico_harden).
+    Kubectl,
+}

@@ -1,0 +1,176 @@
+//! Read everything the facts and the plan need: one LIST (or one GET) per kind, all at once.
+
+use serde_json::Value;
+
+use super::Cluster;
+use super::api::{calico_path, calico_target};
+use super::errors::Target;
+use crate::calico::policy::CalicoKind;
+use crate::error::{Error, Result};
+use crate::facts::{CalicoApiMode, Inventory, SYSTEM_POD_LABEL_SELECTOR};
+
+/// The inventory plus the live Calico policies, as the server returned them.
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    pub inventory: Inventory,
+    pub global_network_policies: Vec<Value>,
+    pub network_policies: Vec<Value>,
+}
+
+fn core_target(resource: &str) -> Target {
+    Target {
+        verb: "list",
+        resource: resource.to_string(),
+        namespace: None,
+        name: None,
+    }
+}
+
+/// Which API serves projectcalico.org/v3: the aggregated calico-apiserver, native CRDs, or none.
+async fn calico_api_mode(cluster: &Cluster) -> Result<CalicoApiMode> {
+    let discovery = Target {
+        verb: "get",
+        resource: "the projectcalico.org/v3 API group".into(),
+        namespace: None,
+        name: None,
+    };
+    if cluster
+        .api
+        .get("/apis/projectcalico.org/v3", &discovery)
+        .await?
+        .is_none()
+    {
+        return Ok(CalicoApiMode::NotServed);
+    }
+    let apiservice = Target {
+        verb: "get",
+        resource: "apiservices.apiregistration.k8s.io".into(),
+        namespace: None,
+        name: Some("v3.projectcalico.org".into()),
+    };
+    let registration = cluster
+        .api
+        .get(
+            "/apis/apiregistration.k8s.io/v1/apiservices/v3.projectcalico.org",
+            &apiservice,
+        )
+        .await;
+    Ok(match registration {
+        // A CRD-backed group gets a local APIService (no spec.service).
+        Ok(Some(service)) if service.pointer("/spec/service").is_some_and(|s| !s.is_null()) => {
+            CalicoApiMode::AggregatedApiserver
+        }
+        Ok(_) => CalicoApiMode::NativeCrds,
+        // Without permission to read APIServices, the pods tell (see facts::detect).
+        Err(_) => CalicoApiMode::AggregatedApiserver,
+    })
+}
+
+pub fn not_served_error() -> Error {
+    Error::refused(
+        "this cluster does not serve the projectcalico.org/v3 API, so Calico policies cannot be read or written",
+        Some(
+            "install the Calico API server (operator installs: `kubectl create -f` an APIServer named default; manifest installs: apply calico-apiserver), or run Calico >= 3.32 with native v3 CRDs; this tool never writes crd.projectcalico.org/v1 objects directly".into(),
+        ),
+    )
+}
+
+async fn get_calico(cluster: &Cluster, kind: CalicoKind, name: &str) -> Result<Option<Value>> {
+    cluster
+        .api
+        .get(
+            &calico_path(kind, None, Some(name)),
+            &calico_target("get", kind, None, Some(name)),
+        )
+        .await
+}
+
+async fn list_calico(cluster: &Cluster, kind: CalicoKind) -> Result<Vec<Value>> {
+    Ok(cluster
+        .api
+        .list(
+            &calico_path(kind, None, None),
+            None,
+            &calico_target("list", kind, None, None),
+        )
+        .await?
+        .unwrap_or_default())
+}
+
+async fn list_core(cluster: &Cluster, path: &str, selector: Option<&str>, resource: &str) -> Result<Vec<Value>> {
+    Ok(cluster
+        .api
+        .list(path, selector, &core_target(resource))
+        .await?
+        .unwrap_or_default())
+}
+
+/// Read the cluster. Fails with a clear message when projectcalico.org/v3 is not served.
+pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
+    let (mode, nodes, slices, pods, namespaces) = tokio::try_join!(
+        calico_api_mode(cluster),
+        list_core(cluster, "/api/v1/nodes", None, "nodes"),
+        list_core(
+            cluster,
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            Some("kubernetes.io/service-name=kubernetes"),
+            "endpointslices.discovery.k8s.io",
+        ),
+        list_core(cluster, "/api/v1/pods", Some(SYSTEM_POD_LABEL_SELECTOR), "pods"),
+        list_core(cluster, "/api/v1/namespaces", None, "namespaces"),
+    )?;
+    if mode == CalicoApiMode::NotServed {
+        return Err(not_served_error());
+    }
+    let (kcc, felix, heps, gnps, nps) = tokio::try_join!(
+        get_calico(cluster, CalicoKind::KubeControllersConfiguration, "default"),
+        get_calico(cluster, CalicoKind::FelixConfiguration, "default"),
+        list_calico(cluster, CalicoKind::HostEndpoint),
+        list_calico(cluster, CalicoKind::GlobalNetworkPolicy),
+        list_calico(cluster, CalicoKind::NetworkPolicy),
+    )?;
+    Ok(LiveState {
+        inventory: Inventory {
+            calico_api: Some(mode),
+            nodes,
+            apiserver_endpoint_slices: slices,
+            system_pods: pods,
+            namespaces,
+            kube_controllers_configuration: kcc,
+            felix_configuration: felix,
+            host_endpoints: heps,
+        },
+        global_network_policies: gnps,
+        network_policies: nps,
+    })
+}
+
+impl LiveState {
+    /// The live object with this identity, if any.
+    pub fn find(&self, kind: CalicoKind, namespace: Option<&str>, name: &str) -> Option<&Value> {
+        let pool = match kind {
+            CalicoKind::GlobalNetworkPolicy => &self.global_network_policies,
+            CalicoKind::NetworkPolicy => &self.network_policies,
+            CalicoKind::HostEndpoint => &self.inventory.host_endpoints,
+            CalicoKind::KubeControllersConfiguration => {
+                return self
+                    .inventory
+                    .kube_controllers_configuration
+                    .as_ref()
+                    .filter(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
+            }
+            CalicoKind::FelixConfiguration => {
+                return self
+                    .inventory
+                    .felix_configuration
+                    .as_ref()
+                    .filter(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
+            }
+        };
+        pool.iter().find(|o| {
+            o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                && (!kind.namespaced()
+                    || o.pointer("/metadata/namespace").and_then(Value::as_str) == namespace)
+        })
+    }
+}

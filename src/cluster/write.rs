@@ -1,0 +1,64 @@
+//! The single write path. Every change any command makes goes through [`Writer::apply`], which
+//! is where the journal records it and where dry-run modes are honoured.
+
+use serde_json::Value;
+
+use super::Cluster;
+use super::api::{calico_path, calico_target};
+use crate::cli::DryRun;
+use crate::error::Result;
+use crate::plan::{Change, ChangeKind};
+
+pub struct Writer<'a> {
+    cluster: &'a Cluster,
+    dry_run: DryRun,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(cluster: &'a Cluster, dry_run: DryRun) -> Self {
+        Self { cluster, dry_run }
+    }
+
+    /// Send one change. Returns the object as the server has it afterwards (None after a delete).
+    /// With --dry-run=client nothing is sent and the planned result is returned.
+    pub async fn apply(&self, change: &Change) -> Result<Option<Value>> {
+        if self.dry_run == DryRun::Client {
+            return Ok(change.after.clone());
+        }
+        let server_dry_run = self.dry_run == DryRun::Server;
+        let ns = change.namespace.as_deref();
+        let name = Some(change.name.as_str());
+        let api = &self.cluster.api;
+        let body = change.body.as_ref();
+        match change.kind {
+            ChangeKind::Create => {
+                let target = calico_target("create", change.object_kind, ns, name);
+                let path = calico_path(change.object_kind, ns, None);
+                api.create(&path, body.expect("create has a body"), server_dry_run, &target)
+                    .await
+                    .map(Some)
+            }
+            ChangeKind::Update | ChangeKind::Adopt => {
+                let target = calico_target("update", change.object_kind, ns, name);
+                let path = calico_path(change.object_kind, ns, name);
+                api.replace(&path, body.expect("update has a body"), server_dry_run, &target)
+                    .await
+                    .map(Some)
+            }
+            ChangeKind::Patch => {
+                let target = calico_target("patch", change.object_kind, ns, name);
+                let path = calico_path(change.object_kind, ns, name);
+                api.merge_patch(&path, body.expect("patch has a body"), server_dry_run, &target)
+                    .await
+                    .map(Some)
+            }
+            ChangeKind::Delete => {
+                let target = calico_target("delete", change.object_kind, ns, name);
+                let path = calico_path(change.object_kind, ns, name);
+                api.delete(&path, change.resource_version(), server_dry_run, &target)
+                    .await
+                    .map(|_| None)
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! `rbac`: the least-privilege ClusterRole this tool needs, generated from the requests it makes.
+
+use serde_json::json;
+
+use crate::error::Result;
+use crate::exit::ExitStatus;
+use crate::ui::Printer;
+
+/// Every rule names only the verbs the tool uses on that resource.
+pub fn cluster_role() -> serde_json::Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": "kubectl-calico-harden",
+            "labels": {"app.kubernetes.io/name": "kubectl-calico-harden"},
+        },
+        "rules": [
+            {"apiGroups": [""], "resources": ["nodes", "namespaces", "pods"], "verbs": ["list"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
+            {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["get"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["globalnetworkpolicies", "networkpolicies"], "verbs": ["list", "get", "create", "update", "delete"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["hostendpoints"], "verbs": ["list"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["get"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["kubecontrollersconfigurations"], "verbs": ["get", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "create", "patch", "delete"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+        ],
+    })
+}
+
+pub fn run(printer: &Printer) -> Result<ExitStatus> {
+    printer.structured(&cluster_role());
+    Ok(ExitStatus::Success)
+}

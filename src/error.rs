@@ -1,0 +1,70 @@
+//! Errors at the boundaries. Each variant knows its exit status, and cluster errors carry the
+//! context of the call that failed plus a hint that says what to do next.
+
+use std::fmt;
+
+use crate::exit::ExitStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command-line input: reported before any request is sent.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The cluster said no, or could not be reached.
+    #[error("failed to {context}: {message}")]
+    Cluster {
+        context: String,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A check or a safety rule refused to go on; nothing (more) was changed.
+    #[error("{message}")]
+    Refused { message: String, hint: Option<String> },
+
+    /// The operator declined or interrupted.
+    #[error("{0}")]
+    Cancelled(String),
+
+    /// Reading the kubeconfig failed.
+    #[error("{message}")]
+    Config { message: String, hint: Option<String> },
+}
+
+impl Error {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::Usage(message.into())
+    }
+
+    pub fn refused(message: impl Into<String>, hint: Option<String>) -> Self {
+        Self::Refused {
+            message: message.into(),
+            hint,
+        }
+    }
+
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Self::Usage(_) | Self::Config { .. } => ExitStatus::Usage,
+            Self::Cluster { .. } | Self::Refused { .. } => ExitStatus::Failure,
+            Self::Cancelled(_) => ExitStatus::Cancelled,
+        }
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Self::Cluster { hint, .. } | Self::Refused { hint, .. } | Self::Config { hint, .. } => {
+                hint.as_deref()
+            }
+            Self::Usage(_) | Self::Cancelled(_) => None,
+        }
+    }
+}
+
+/// `what` failed on the API server: turn kube's error into one line with a hint for the fix.
+pub fn cluster_error(context: impl fmt::Display, err: kube::Error) -> Error {
+    crate::cluster::errors::describe(&context.to_string(), err)
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

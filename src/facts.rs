@@ -1,0 +1,512 @@
+//! What we detected about the cluster. The tutorial hard-codes three of these facts (node
+//! `control`, port 6443, namespace `calico-apiserver`); every stage renders from this struct
+//! instead, so the same code serves the live cluster and `render --offline`.
+//!
+//! Detection is a pure function of an [`Inventory`] (the objects one LIST per kind returned), so it
+//! is tested without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// How `projectcalico.org/v3` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalicoApiMode {
+    /// The aggregated calico-apiserver (APIService v3.projectcalico.org).
+    AggregatedApiserver,
+    /// Calico >= 3.32 serving v3 as native CRDs.
+    NativeCrds,
+    /// Nothing serves it: no stage can be planned.
+    NotServed,
+    /// `render --offline`: no cluster was asked.
+    Offline,
+}
+
+/// A node that runs something a stage must reach, identified the way host endpoints are labelled.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NodeRef {
+    pub name: String,
+    /// The `kubernetes.io/hostname` label (falls back to the node name), which auto host
+    /// endpoints inherit and the stage selectors match.
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterFacts {
+    pub calico_api: CalicoApiMode,
+    /// Control-plane nodes, sorted by name.
+    pub control_plane_nodes: Vec<NodeRef>,
+    /// How the control-plane nodes were found, for the report.
+    pub control_plane_source: String,
+    /// The API server's real port, from the `kubernetes` EndpointSlice.
+    pub apiserver_port: u16,
+    /// Namespace of the calico-apiserver pods; None when none run.
+    pub calico_apiserver_namespace: Option<String>,
+    /// Port the calico-apiserver pods listen on.
+    pub calico_apiserver_port: u16,
+    /// Namespace of calico-kube-controllers (calico-system for operator installs, kube-system for
+    /// manifest installs).
+    pub kube_controllers_namespace: String,
+    /// Nodes where calico-typha runs; empty when there is no typha.
+    pub typha_nodes: Vec<NodeRef>,
+    pub typha_port: u16,
+    /// The label that selects the cluster DNS pods, e.g. ("k8s-app", "kube-dns").
+    pub dns_label: (String, String),
+    pub node_count: usize,
+    pub nodes: Vec<String>,
+    pub namespaces: Vec<String>,
+    pub host_endpoints: HostEndpointFacts,
+    pub failsafe: FailsafeFacts,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct HostEndpointFacts {
+    /// Whether KubeControllersConfiguration `default` exists.
+    pub config_present: bool,
+    /// spec.controllers.node.hostEndpoint.autoCreate (Disabled when unset).
+    pub auto_create_spec: String,
+    /// status.runningConfig's value: what kube-controllers actually runs with.
+    pub auto_create_running: Option<String>,
+    /// Nodes that have at least one host endpoint.
+    pub nodes_with_hep: Vec<String>,
+}
+
+impl HostEndpointFacts {
+    pub fn effective(&self) -> &str {
+        self.auto_create_running
+            .as_deref()
+            .unwrap_or(&self.auto_create_spec)
+    }
+
+    /// True when kube-controllers runs with a value other than the spec's: an environment
+    /// variable overrides it and a patch of the spec has no effect.
+    pub fn overridden(&self) -> bool {
+        self.auto_create_running
+            .as_deref()
+            .is_some_and(|running| running != self.auto_create_spec)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailsafeFacts {
+    /// "tcp:6443"-style entries, inbound.
+    pub inbound: Vec<String>,
+    pub outbound: Vec<String>,
+    /// True when FelixConfiguration `default` left them at Felix's defaults.
+    pub defaults: bool,
+}
+
+/// Felix's built-in failsafe ports (felix/config/config_params.go).
+pub const FELIX_DEFAULT_FAILSAFE_INBOUND: &[&str] = &[
+    "tcp:22", "udp:68", "tcp:179", "tcp:2379", "tcp:2380", "tcp:5473", "tcp:6443", "tcp:6666",
+    "tcp:6667",
+];
+pub const FELIX_DEFAULT_FAILSAFE_OUTBOUND: &[&str] = &[
+    "udp:53", "udp:67", "tcp:179", "tcp:2379", "tcp:2380", "tcp:5473", "tcp:6443", "tcp:6666",
+    "tcp:6667",
+];
+
+impl FailsafeFacts {
+    pub fn felix_defaults() -> Self {
+        Self {
+            inbound: FELIX_DEFAULT_FAILSAFE_INBOUND
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            outbound: FELIX_DEFAULT_FAILSAFE_OUTBOUND
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            defaults: true,
+        }
+    }
+
+    pub fn inbound_allows_tcp(&self, port: u16) -> bool {
+        self.inbound.iter().any(|p| p == &format!("tcp:{port}"))
+    }
+}
+
+impl ClusterFacts {
+    /// The tutorial lab: k3s, API server on 6443, one control-plane node `control`,
+    /// calico-apiserver in namespace `calico-apiserver`, typha on `control`.
+    pub fn tutorial_lab() -> Self {
+        let control = NodeRef {
+            name: "control".into(),
+            hostname: "control".into(),
+        };
+        Self {
+            calico_api: CalicoApiMode::Offline,
+            control_plane_nodes: vec![control.clone()],
+            control_plane_source: "the tutorial lab (offline)".into(),
+            apiserver_port: 6443,
+            calico_apiserver_namespace: Some("calico-apiserver".into()),
+            calico_apiserver_port: 5443,
+            kube_controllers_namespace: "calico-system".into(),
+            typha_nodes: vec![control],
+            typha_port: 5473,
+            dns_label: ("k8s-app".into(), "kube-dns".into()),
+            node_count: 1,
+            nodes: vec!["control".into()],
+            namespaces: vec![],
+            host_endpoints: HostEndpointFacts {
+                auto_create_spec: "Disabled".into(),
+                ..Default::default()
+            },
+            failsafe: FailsafeFacts::felix_defaults(),
+        }
+    }
+}
+
+/// The raw objects the facts are derived from: one LIST (or one GET) per kind, as JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub calico_api: Option<CalicoApiMode>,
+    pub nodes: Vec<Value>,
+    /// EndpointSlices of the `kubernetes` Service in `default`.
+    pub apiserver_endpoint_slices: Vec<Value>,
+    /// Calico and DNS pods (selected by label), all namespaces.
+    pub system_pods: Vec<Value>,
+    pub namespaces: Vec<Value>,
+    pub kube_controllers_configuration: Option<Value>,
+    pub felix_configuration: Option<Value>,
+    pub host_endpoints: Vec<Value>,
+}
+
+/// Pods whose labels the facts read; the LIST asks for exactly these.
+pub const SYSTEM_POD_LABEL_SELECTOR: &str =
+    "k8s-app in (calico-apiserver,calico-typha,calico-kube-controllers,calico-node,kube-dns)";
+
+const CONTROL_PLANE_ROLE_LABELS: &[&str] = &[
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get("labels")?.get(key)?.as_str()
+}
+
+fn node_ref(node: &Value) -> NodeRef {
+    let name = str_at(node, "/metadata/name").unwrap_or_default().to_string();
+    let hostname = label(node, "kubernetes.io/hostname")
+        .map(str::to_string)
+        .unwrap_or_else(|| name.clone());
+    NodeRef { name, hostname }
+}
+
+fn node_internal_ips(node: &Value) -> impl Iterator<Item = &str> {
+    node.pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| str_at(a, "/type") == Some("InternalIP"))
+        .filter_map(|a| str_at(a, "/address"))
+}
+
+fn pods_with_app<'a>(pods: &'a [Value], app: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    pods.iter().filter(move |p| label(p, "k8s-app") == Some(app))
+}
+
+fn container_port(pod: &Value, fallback: u16) -> u16 {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("ports").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
+        .find_map(|p| u16::try_from(p).ok())
+        .unwrap_or(fallback)
+}
+
+/// Derive the facts from what the cluster returned.
+pub fn detect(inv: &Inventory) -> ClusterFacts {
+    let nodes_by_name: BTreeMap<&str, &Value> = inv
+        .nodes
+        .iter()
+        .filter_map(|n| Some((str_at(n, "/metadata/name")?, n)))
+        .collect();
+
+    let (apiserver_port, apiserver_addresses) = apiserver_endpoint(&inv.apiserver_endpoint_slices);
+
+    let mut control_plane_source = String::from("node-role labels");
+    let mut control_plane_nodes: Vec<NodeRef> = inv
+        .nodes
+        .iter()
+        .filter(|n| CONTROL_PLANE_ROLE_LABELS.iter().any(|l| label(n, l).is_some()))
+        .map(node_ref)
+        .collect();
+    if control_plane_nodes.is_empty() {
+        control_plane_source = String::from("the nodes behind the `kubernetes` EndpointSlice");
+        control_plane_nodes = inv
+            .nodes
+            .iter()
+            .filter(|n| node_internal_ips(n).any(|ip| apiserver_addresses.contains(ip)))
+            .map(node_ref)
+            .collect();
+    }
+    control_plane_nodes.sort();
+
+    let pods = &inv.system_pods;
+    let calico_apiserver = pods_with_app(pods, "calico-apiserver").next();
+    let calico_apiserver_namespace =
+        calico_apiserver.and_then(|p| str_at(p, "/metadata/namespace").map(str::to_string));
+    let calico_apiserver_port = calico_apiserver.map_or(5443, |p| container_port(p, 5443));
+
+    let kube_controllers_namespace = pods_with_app(pods, "calico-kube-controllers")
+        .find_map(|p| str_at(p, "/metadata/namespace"))
+        .or_else(|| {
+            pods_with_app(pods, "calico-node").find_map(|p| str_at(p, "/metadata/namespace"))
+        })
+        .unwrap_or("calico-system")
+        .to_string();
+
+    let typha_pods: Vec<&Value> = pods_with_app(pods, "calico-typha").collect();
+    let typha_port = typha_pods.first().map_or(5473, |p| container_port(p, 5473));
+    let typha_nodes: Vec<NodeRef> = typha_pods
+        .iter()
+        .filter_map(|p| str_at(p, "/spec/nodeName"))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|name| {
+            nodes_by_name.get(name).map_or_else(
+                || NodeRef {
+                    name: name.to_string(),
+                    hostname: name.to_string(),
+                },
+                |n| node_ref(n),
+            )
+        })
+        .collect();
+
+    let namespaces: Vec<String> = inv
+        .namespaces
+        .iter()
+        .filter_map(|n| str_at(n, "/metadata/name").map(str::to_string))
+        .collect();
+
+    let host_endpoints = host_endpoint_facts(inv);
+    let failsafe = failsafe_facts(inv.felix_configuration.as_ref());
+
+    ClusterFacts {
+        calico_api: inv.calico_api.unwrap_or(CalicoApiMode::NotServed),
+        control_plane_nodes,
+        control_plane_source,
+        apiserver_port,
+        calico_apiserver_namespace,
+        calico_apiserver_port,
+        kube_controllers_namespace,
+        typha_nodes,
+        typha_port,
+        dns_label: ("k8s-app".into(), "kube-dns".into()),
+        node_count: inv.nodes.len(),
+        nodes: nodes_by_name.keys().map(|n| n.to_string()).collect(),
+        namespaces,
+        host_endpoints,
+        failsafe,
+    }
+}
+
+/// The port named `https` (else the first) and every ready address of the `kubernetes` Service.
+fn apiserver_endpoint(slices: &[Value]) -> (u16, BTreeSet<&str>) {
+    let mut port = None;
+    let mut addresses = BTreeSet::new();
+    for slice in slices {
+        let ports = slice
+            .get("ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let chosen = ports
+            .iter()
+            .find(|p| str_at(p, "/name") == Some("https"))
+            .or_else(|| ports.first())
+            .and_then(|p| p.get("port").and_then(Value::as_u64))
+            .and_then(|p| u16::try_from(p).ok());
+        port = port.or(chosen);
+        for endpoint in slice
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for address in endpoint
+                .get("addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                addresses.insert(address);
+            }
+        }
+    }
+    (port.unwrap_or(6443), addresses)
+}
+
+fn host_endpoint_facts(inv: &Inventory) -> HostEndpointFacts {
+    let kcc = inv.kube_controllers_configuration.as_ref();
+    let auto_create_spec = kcc
+        .and_then(|k| str_at(k, "/spec/controllers/node/hostEndpoint/autoCreate"))
+        .unwrap_or("Disabled")
+        .to_string();
+    let auto_create_running = kcc
+        .and_then(|k| {
+            str_at(
+                k,
+                "/status/runningConfig/controllers/node/hostEndpoint/autoCreate",
+            )
+        })
+        .map(str::to_string);
+    let nodes_with_hep = inv
+        .host_endpoints
+        .iter()
+        .filter_map(|h| str_at(h, "/spec/node"))
+        .map(str::to_string)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    HostEndpointFacts {
+        config_present: kcc.is_some(),
+        auto_create_spec,
+        auto_create_running,
+        nodes_with_hep,
+    }
+}
+
+fn failsafe_facts(felix: Option<&Value>) -> FailsafeFacts {
+    let mut facts = FailsafeFacts::felix_defaults();
+    let spec = felix.and_then(|f| f.get("spec"));
+    let read = |key: &str| -> Option<Vec<String>> {
+        let list = spec?.get(key)?.as_array()?;
+        Some(
+            list.iter()
+                .filter_map(|p| {
+                    let protocol = str_at(p, "/protocol").unwrap_or("tcp").to_lowercase();
+                    let port = p.get("port")?.as_u64()?;
+                    Some(format!("{protocol}:{port}"))
+                })
+                .collect(),
+        )
+    };
+    if let Some(inbound) = read("failsafeInboundHostPorts") {
+        facts.inbound = inbound;
+        facts.defaults = false;
+    }
+    if let Some(outbound) = read("failsafeOutboundHostPorts") {
+        facts.outbound = outbound;
+        facts.defaults = false;
+    }
+    facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, ip: &str, control_plane: bool) -> Value {
+        let mut labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/hostname": name});
+        if control_plane {
+            labels["node-role.kubernetes.io/control-plane"] = json!("");
+        }
+        json!({"metadata": {"name": name, "labels": labels},
+               "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+    }
+
+    fn pod(ns: &str, app: &str, node: &str) -> Value {
+        json!({"metadata": {"namespace": ns, "name": format!("{app}-x"), "labels": {"k8s-app": app}},
+               "spec": {"nodeName": node, "containers": [{"name": "c"}]}})
+    }
+
+    fn slice(ip: &str, port: u16) -> Value {
+        json!({"endpoints": [{"addresses": [ip]}], "ports": [{"name": "https", "port": port}]})
+    }
+
+    #[test]
+    fn control_plane_from_role_labels_and_port_from_endpoint_slice() {
+        let inv = Inventory {
+            calico_api: Some(CalicoApiMode::AggregatedApiserver),
+            nodes: vec![
+                node("cp-1", "10.0.0.1", true),
+                node("w-1", "10.0.0.2", false),
+            ],
+            apiserver_endpoint_slices: vec![slice("10.0.0.1", 16443)],
+            system_pods: vec![
+                pod("calico-system", "calico-apiserver", "w-1"),
+                pod("calico-system", "calico-typha", "w-1"),
+                pod("kube-system", "calico-kube-controllers", "w-1"),
+            ],
+            ..Default::default()
+        };
+        let facts = detect(&inv);
+        assert_eq!(facts.control_plane_nodes[0].name, "cp-1");
+        assert_eq!(facts.control_plane_source, "node-role labels");
+        assert_eq!(facts.apiserver_port, 16443);
+        assert_eq!(
+            facts.calico_apiserver_namespace.as_deref(),
+            Some("calico-system")
+        );
+        assert_eq!(facts.kube_controllers_namespace, "kube-system");
+        assert_eq!(facts.typha_nodes[0].name, "w-1");
+    }
+
+    #[test]
+    fn control_plane_falls_back_to_endpoint_slice_addresses() {
+        let inv = Inventory {
+            nodes: vec![
+                node("a", "10.0.0.1", false),
+                node("b", "10.0.0.2", false),
+            ],
+            apiserver_endpoint_slices: vec![slice("10.0.0.2", 6443)],
+            ..Default::default()
+        };
+        let facts = detect(&inv);
+        assert_eq!(facts.control_plane_nodes.len(), 1);
+        assert_eq!(facts.control_plane_nodes[0].name, "b");
+        assert!(facts.control_plane_source.contains("EndpointSlice"));
+        assert_eq!(facts.calico_apiserver_namespace, None);
+        assert!(facts.typha_nodes.is_empty());
+        assert_eq!(facts.calico_api, CalicoApiMode::NotServed);
+    }
+
+    #[test]
+    fn hostname_label_wins_over_node_name() {
+        let mut n = node("ip-10-0-0-1.ec2.internal", "10.0.0.1", true);
+        n["metadata"]["labels"]["kubernetes.io/hostname"] = json!("ip-10-0-0-1");
+        let facts = detect(&Inventory {
+            nodes: vec![n],
+            ..Default::default()
+        });
+        assert_eq!(facts.control_plane_nodes[0].hostname, "ip-10-0-0-1");
+    }
+
+    #[test]
+    fn running_config_overrides_spec() {
+        let inv = Inventory {
+            kube_controllers_configuration: Some(json!({
+                "spec": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled"}}}},
+                "status": {"runningConfig": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Disabled"}}}}}
+            })),
+            ..Default::default()
+        };
+        let facts = detect(&inv);
+        assert_eq!(facts.host_endpoints.effective(), "Disabled");
+        assert!(facts.host_endpoints.overridden());
+    }
+
+    #[test]
+    fn failsafe_ports_from_felix_configuration() {
+        let felix = json!({"spec": {"failsafeInboundHostPorts": [{"protocol": "TCP", "port": 22}]}});
+        let facts = failsafe_facts(Some(&felix));
+        assert!(!facts.inbound_allows_tcp(6443));
+        assert!(facts.inbound_allows_tcp(22));
+        assert!(!facts.defaults);
+        assert!(failsafe_facts(None).inbound_allows_tcp(6443));
+    }
+}

@@ -1,0 +1,17 @@
+//! -v logging to stderr. Only our own crate logs above warn: kube's and hyper's debug output can
+//! include request headers, and credentials must never be printed.
+
+pub fn init(verbosity: u8) {
+    let level = match verbosity {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::new(format!("warn,kubectl_calico_harden={level}"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,388 @@
+//! One function per stage: facts and options in, desired objects out.
+
+use crate::calico::policy::{Action, CalicoKind, PolicySpec, PolicyType, Protocol, Rule};
+use crate::facts::{ClusterFacts, NodeRef};
+
+use super::{DesiredObject, StageId, StageOptions, StageRender};
+
+/// The tutorial's order for every allow policy.
+const ALLOW_ORDER: u32 = 1001;
+/// Host endpoints carry the node's labels; pods do not carry this one.
+const HOST_SELECTOR: &str = "has(kubernetes.io/os)";
+const KUBELET_PORT: u16 = 10250;
+
+pub fn render(stage: StageId, facts: &ClusterFacts, options: &StageOptions) -> StageRender {
+    match stage {
+        StageId::SafetyNet => safety_net(),
+        StageId::Localhost => localhost(),
+        StageId::IsolateApps => isolate_apps(facts, options),
+        StageId::CalicoApiserverToKapi => calico_apiserver_to_kapi(facts, options),
+        StageId::ControllersToCalicoApiserver => controllers_to_calico_apiserver(facts, options),
+        StageId::HostsToCalicoApiserver => hosts_to_calico_apiserver(facts),
+        StageId::NodesToKapi => nodes_to_kapi(facts),
+        StageId::SrcnatToKapi => srcnat_to_kapi(facts),
+        StageId::NodesToTypha => nodes_to_typha(facts),
+        StageId::Kubelet => kubelet(facts),
+        StageId::Registry => registry(options),
+        StageId::EnableHep | StageId::Lockdown => StageRender::Objects(Vec::new()),
+    }
+}
+
+fn gnp(stage: StageId, name: &str, spec: &PolicySpec) -> DesiredObject {
+    DesiredObject::policy(stage, CalicoKind::GlobalNetworkPolicy, None, name, spec)
+}
+
+fn types(types: &[PolicyType]) -> Vec<PolicyType> {
+    types.to_vec()
+}
+
+fn quoted_set<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = values.into_iter().map(|v| format!("\"{v}\"")).collect();
+    format!("{{{}}}", items.join(","))
+}
+
+/// Selects the host endpoints of the given nodes the way the tutorial selects `control`.
+fn hosts_selector(nodes: &[NodeRef]) -> String {
+    match nodes {
+        [one] => format!("{HOST_SELECTOR} && kubernetes.io/hostname == \"{}\"", one.hostname),
+        many => format!(
+            "{HOST_SELECTOR} && kubernetes.io/hostname in {}",
+            quoted_set(many.iter().map(|n| n.hostname.as_str()))
+        ),
+    }
+}
+
+fn no_control_plane() -> StageRender {
+    StageRender::NotApplicable(
+        "no control-plane node was found (no node-role label, and no node address matches the `kubernetes` EndpointSlice)"
+            .into(),
+    )
+}
+
+fn safety_net() -> StageRender {
+    let mut allow = PolicySpec::order(100_001);
+    allow.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
+    allow.ingress = vec![Rule::allow()];
+    allow.egress = vec![Rule::allow()];
+    let mut log = PolicySpec::order(100_000);
+    log.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
+    log.ingress = vec![Rule::new(Action::Log)];
+    log.egress = vec![Rule::new(Action::Log)];
+    StageRender::Objects(vec![
+        gnp(StageId::SafetyNet, "final-allow-everything", &allow),
+        gnp(StageId::SafetyNet, "log-everything", &log),
+    ])
+}
+
+fn localhost() -> StageRender {
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some(HOST_SELECTOR.into());
+    spec.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
+    spec.ingress = vec![Rule::allow().to_nets(["127.0.0.0/8".to_string()])];
+    spec.egress = vec![Rule::allow().to_nets(["127.0.0.0/8".to_string()])];
+    StageRender::Objects(vec![gnp(
+        StageId::Localhost,
+        "allow-containers-access-to-localhost",
+        &spec,
+    )])
+}
+
+fn isolate_apps(facts: &ClusterFacts, options: &StageOptions) -> StageRender {
+    let mut namespace_selector = String::from("has(projectcalico.org/name)");
+    if !options.excluded_namespaces.is_empty() {
+        namespace_selector.push_str(&format!(
+            " && projectcalico.org/name not in {}",
+            quoted_set(options.excluded_namespaces.iter().map(String::as_str))
+        ));
+    }
+    let (key, value) = &facts.dns_label;
+    let dns = format!("{key} == \"{value}\"");
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.namespace_selector = Some(namespace_selector);
+    spec.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
+    spec.egress = [Protocol::udp(), Protocol::tcp()]
+        .into_iter()
+        .map(|protocol| {
+            Rule::allow()
+                .protocol(protocol)
+                .to_selector(dns.clone())
+                .to_ports([53])
+        })
+        .collect();
+    StageRender::Objects(vec![gnp(StageId::IsolateApps, "deny-app-policy", &spec)])
+}
+
+fn calico_apiserver_to_kapi(facts: &ClusterFacts, options: &StageOptions) -> StageRender {
+    let Some(detected) = facts.calico_apiserver_namespace.as_deref() else {
+        return no_calico_apiserver();
+    };
+    let namespace = options.namespace_override.as_deref().unwrap_or(detected);
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some("k8s-app == \"calico-apiserver\"".into());
+    spec.types = types(&[PolicyType::Egress]);
+    spec.egress = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .to_selector(HOST_SELECTOR)
+            .to_namespace_selector("global()")
+            .to_ports([facts.apiserver_port]),
+    ];
+    StageRender::Objects(vec![DesiredObject::policy(
+        StageId::CalicoApiserverToKapi,
+        CalicoKind::NetworkPolicy,
+        Some(namespace),
+        "calico-apiserver-to-kapi",
+        &spec,
+    )])
+}
+
+fn no_calico_apiserver() -> StageRender {
+    StageRender::NotApplicable(
+        "no calico-apiserver pods run in this cluster (Calico serves projectcalico.org/v3 without the aggregated API server)"
+            .into(),
+    )
+}
+
+fn controllers_to_calico_apiserver(facts: &ClusterFacts, options: &StageOptions) -> StageRender {
+    let Some(apiserver_namespace) = facts.calico_apiserver_namespace.as_deref() else {
+        return no_calico_apiserver();
+    };
+    let namespace = options
+        .namespace_override
+        .as_deref()
+        .unwrap_or(&facts.kube_controllers_namespace);
+    let mut rule = Rule::allow()
+        .protocol(Protocol::tcp())
+        .to_selector("k8s-app == \"calico-apiserver\"");
+    // A namespaced policy's rule selector only sees its own namespace; the tutorial's lab had
+    // both in calico-system, so the namespace is named only when they differ.
+    if apiserver_namespace != namespace {
+        rule = rule.to_namespace_selector(format!(
+            "projectcalico.org/name == \"{apiserver_namespace}\""
+        ));
+    }
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some("k8s-app == \"calico-kube-controllers\"".into());
+    spec.types = types(&[PolicyType::Egress]);
+    spec.egress = vec![rule];
+    StageRender::Objects(vec![DesiredObject::policy(
+        StageId::ControllersToCalicoApiserver,
+        CalicoKind::NetworkPolicy,
+        Some(namespace),
+        "calico-kube-controllers-to-apiserver",
+        &spec,
+    )])
+}
+
+fn hosts_to_calico_apiserver(facts: &ClusterFacts) -> StageRender {
+    if facts.calico_apiserver_namespace.is_none() {
+        return no_calico_apiserver();
+    }
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some(HOST_SELECTOR.into());
+    spec.types = types(&[PolicyType::Egress]);
+    spec.egress = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .to_selector("k8s-app == \"calico-apiserver\"")
+            .to_ports([facts.calico_apiserver_port]),
+    ];
+    StageRender::Objects(vec![gnp(
+        StageId::HostsToCalicoApiserver,
+        "calico-components-to-apiserver",
+        &spec,
+    )])
+}
+
+/// Ingress to and egress towards `targets` on `port`, for every host: the shape of the
+/// tutorial's worker-nodes-to-kapi and worker-nodes-to-typha.
+fn hosts_to_hosts(stage: StageId, name: &str, targets: &[NodeRef], port: u16) -> DesiredObject {
+    let rule = Rule::allow()
+        .protocol(Protocol::tcp())
+        .to_selector(hosts_selector(targets))
+        .to_ports([port]);
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some(HOST_SELECTOR.into());
+    spec.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
+    spec.ingress = vec![rule.clone()];
+    spec.egress = vec![rule];
+    gnp(stage, name, &spec)
+}
+
+fn nodes_to_kapi(facts: &ClusterFacts) -> StageRender {
+    if facts.control_plane_nodes.is_empty() {
+        return no_control_plane();
+    }
+    StageRender::Objects(vec![hosts_to_hosts(
+        StageId::NodesToKapi,
+        "worker-nodes-to-kapi",
+        &facts.control_plane_nodes,
+        facts.apiserver_port,
+    )])
+}
+
+fn srcnat_to_kapi(facts: &ClusterFacts) -> StageRender {
+    if facts.control_plane_nodes.is_empty() {
+        return no_control_plane();
+    }
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some(
+        "has(k8s-app) && k8s-app in {\"calico-node\",\"calico-apiserver\",\"calico-typha\"}".into(),
+    );
+    spec.types = types(&[PolicyType::Egress]);
+    spec.egress = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .to_selector(hosts_selector(&facts.control_plane_nodes))
+            .to_ports([facts.apiserver_port]),
+    ];
+    StageRender::Objects(vec![gnp(StageId::SrcnatToKapi, "srcnated-to-kapi", &spec)])
+}
+
+fn nodes_to_typha(facts: &ClusterFacts) -> StageRender {
+    if facts.typha_nodes.is_empty() {
+        return StageRender::NotApplicable(
+            "calico-typha does not run in this cluster (calico-node talks to the API server directly)"
+                .into(),
+        );
+    }
+    StageRender::Objects(vec![hosts_to_hosts(
+        StageId::NodesToTypha,
+        "worker-nodes-to-typha",
+        &facts.typha_nodes,
+        facts.typha_port,
+    )])
+}
+
+/// Not in the tutorial: without it `kubectl logs/exec/port-forward` break at lockdown, because
+/// the API server's connections to kubelets (TCP 10250) are not a failsafe port.
+fn kubelet(facts: &ClusterFacts) -> StageRender {
+    if facts.control_plane_nodes.is_empty() {
+        return no_control_plane();
+    }
+    let control_plane = hosts_selector(&facts.control_plane_nodes);
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some(HOST_SELECTOR.into());
+    spec.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
+    spec.ingress = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .from_selector(control_plane)
+            .to_ports([KUBELET_PORT]),
+    ];
+    spec.egress = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .to_selector(HOST_SELECTOR)
+            .to_ports([KUBELET_PORT]),
+    ];
+    StageRender::Objects(vec![gnp(StageId::Kubelet, "kapi-to-kubelet", &spec)])
+}
+
+fn registry(options: &StageOptions) -> StageRender {
+    let Some(target) = &options.registry else {
+        return StageRender::NotApplicable(
+            "no private registry given (pass --ip to `registry`, or --registry-ip)".into(),
+        );
+    };
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.types = types(&[PolicyType::Egress]);
+    spec.egress = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .to_nets(target.nets.iter().map(ToString::to_string))
+            .to_ports(target.ports.iter().copied()),
+    ];
+    StageRender::Objects(vec![gnp(
+        StageId::Registry,
+        "private-registry-policy",
+        &spec,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::ClusterFacts;
+    use crate::stages::parse_registry;
+
+    fn node(name: &str) -> NodeRef {
+        NodeRef {
+            name: name.into(),
+            hostname: name.into(),
+        }
+    }
+
+    #[test]
+    fn several_control_plane_nodes_use_a_set() {
+        assert_eq!(
+            hosts_selector(&[node("a"), node("b")]),
+            "has(kubernetes.io/os) && kubernetes.io/hostname in {\"a\",\"b\"}"
+        );
+    }
+
+    #[test]
+    fn detected_port_replaces_6443() {
+        let mut facts = ClusterFacts::tutorial_lab();
+        facts.apiserver_port = 16443;
+        let StageRender::Objects(objects) = nodes_to_kapi(&facts) else {
+            panic!("applicable")
+        };
+        assert_eq!(
+            objects[0].manifest["spec"]["ingress"][0]["destination"]["ports"][0],
+            16443
+        );
+    }
+
+    #[test]
+    fn stages_without_their_component_are_not_applicable() {
+        let mut facts = ClusterFacts::tutorial_lab();
+        facts.calico_apiserver_namespace = None;
+        facts.typha_nodes.clear();
+        let options = StageOptions::with_defaults();
+        for stage in [
+            StageId::CalicoApiserverToKapi,
+            StageId::ControllersToCalicoApiserver,
+            StageId::HostsToCalicoApiserver,
+            StageId::NodesToTypha,
+            StageId::Registry,
+        ] {
+            assert!(
+                matches!(render(stage, &facts, &options), StageRender::NotApplicable(_)),
+                "{stage}"
+            );
+        }
+    }
+
+    #[test]
+    fn controllers_policy_names_the_apiserver_namespace_when_it_differs() {
+        let facts = ClusterFacts::tutorial_lab();
+        let StageRender::Objects(objects) =
+            controllers_to_calico_apiserver(&facts, &StageOptions::default())
+        else {
+            panic!("applicable")
+        };
+        assert_eq!(
+            objects[0].manifest["spec"]["egress"][0]["destination"]["namespaceSelector"],
+            "projectcalico.org/name == \"calico-apiserver\""
+        );
+    }
+
+    #[test]
+    fn registry_renders_every_net_and_port() {
+        let options = StageOptions {
+            registry: parse_registry(
+                &["10.0.0.5".into(), "fd00::/64".into()],
+                &["5000".into(), "443".into()],
+            )
+            .unwrap(),
+            ..StageOptions::default()
+        };
+        let StageRender::Objects(objects) = registry(&options) else {
+            panic!("applicable")
+        };
+        let dst = &objects[0].manifest["spec"]["egress"][0]["destination"];
+        assert_eq!(dst["nets"], serde_json::json!(["10.0.0.5/32", "fd00::/64"]));
+        assert_eq!(dst["ports"], serde_json::json!([5000, 443]));
+    }
+}
