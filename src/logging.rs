@@ -8,7 +8,8 @@ pub fn init(verbosity: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,kubectl_calico_harden={level}"));
+    // kube's own errors reach the user through our messages; its logs stay off.
+    let filter = tracing_subscriber::EnvFilter::new(format!("off,kubectl_calico_harden={level}"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
