@@ -1,1 +1,3 @@
 mod selector_differential;
+mod tutorial_render;
+mod cli;
