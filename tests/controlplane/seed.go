@@ -1,0 +1,314 @@
+package main
+
+// Seeds: the states `run` starts in and `reset` restores. All addresses are
+// in 127.0.0.0/8; nothing ever sends traffic to them.
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+)
+
+const (
+	seedLabel       = "calico-harden-test/seed"
+	seedHashAnnot   = "calico-harden-test/seed-hash"
+	calicoVersionV  = "v3.31.0"
+	kubeletVersion  = "v1.33.5+k3s1"
+	createdByLabel  = "projectcalico.org/created-by"
+	createdByKCC    = "calico-kube-controllers"
+	envOverrideAnno = "calico-harden-test/env-override-autocreate"
+)
+
+// systemNamespaces are never deleted by reset.
+var systemNamespaces = map[string]bool{"default": true, "kube-system": true, "kube-public": true, "kube-node-lease": true}
+
+type seedState struct {
+	Name       string
+	Namespaces []string
+	// ServiceAccounts by namespace (each seed namespace also gets "default").
+	ServiceAccounts map[string][]string
+	Nodes           []*corev1.Node
+	Pods            []*corev1.Pod
+	Calico          []*unstructured.Unstructured
+}
+
+type nodeSpec struct {
+	name, ip, podCIDR string
+	control           bool
+}
+
+var labNodes = []nodeSpec{
+	{"control", "127.0.10.1", "127.0.100.0/24", true},
+	{"node1", "127.0.10.2", "127.0.101.0/24", false},
+	{"node2", "127.0.10.3", "127.0.102.0/24", false},
+}
+
+func nodeIP(name string) string {
+	for _, n := range labNodes {
+		if n.name == name {
+			return n.ip
+		}
+	}
+	panic(name)
+}
+
+func seedByName(name string) (*seedState, error) {
+	switch name {
+	case "lab":
+		return labSeed(true), nil
+	case "native":
+		return labSeed(false), nil
+	case "empty":
+		return &seedState{Name: "empty"}, nil
+	}
+	return nil, fmt.Errorf("unknown seed %q (want lab, native or empty)", name)
+}
+
+func makeNode(n nodeSpec) *corev1.Node {
+	labels := map[string]string{
+		"kubernetes.io/os":       "linux",
+		"kubernetes.io/arch":     "amd64",
+		"kubernetes.io/hostname": n.name,
+	}
+	if n.control {
+		labels["node-role.kubernetes.io/control-plane"] = ""
+		labels["node-role.kubernetes.io/master"] = "true"
+	}
+	t := metav1.Unix(1767225600, 0) // fixed: 2026-01-01T00:00:00Z
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: labels},
+		Spec:       corev1.NodeSpec{PodCIDR: n.podCIDR, PodCIDRs: []string{n.podCIDR}},
+		Status: corev1.NodeStatus{
+			Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: n.ip},
+				{Type: corev1.NodeHostName, Address: n.name},
+			},
+			Capacity: corev1.ResourceList{
+				corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("110"),
+			},
+			Allocatable: corev1.ResourceList{
+				corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("110"),
+			},
+			Conditions: []corev1.NodeCondition{{
+				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+				Message: "kubelet is posting ready status", LastHeartbeatTime: t, LastTransitionTime: t,
+			}},
+			NodeInfo: corev1.NodeSystemInfo{
+				KubeletVersion: kubeletVersion, OSImage: "Debian GNU/Linux 13 (trixie)", OperatingSystem: "linux",
+				Architecture: "amd64", ContainerRuntimeVersion: "containerd://2.1.4-k3s1", KernelVersion: "6.12.0-1-amd64",
+			},
+		},
+	}
+}
+
+type podSpec struct {
+	ns, name, node, ip string
+	hostNetwork        bool
+	labels             map[string]string
+	sa, image          string
+	ports              []corev1.ContainerPort
+	privileged         bool
+}
+
+func tcp(name string, port int32) corev1.ContainerPort {
+	return corev1.ContainerPort{Name: name, ContainerPort: port, Protocol: corev1.ProtocolTCP}
+}
+
+func makePod(p podSpec) *corev1.Pod {
+	ip := p.ip
+	if p.hostNetwork {
+		ip = nodeIP(p.node)
+	}
+	c := corev1.Container{Name: p.labels["k8s-app"], Image: p.image, Ports: p.ports}
+	if c.Name == "" {
+		c.Name = p.labels["app"]
+	}
+	if p.privileged {
+		priv := true
+		c.SecurityContext = &corev1.SecurityContext{Privileged: &priv}
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: p.name, Labels: p.labels},
+		Spec: corev1.PodSpec{
+			NodeName:           p.node,
+			HostNetwork:        p.hostNetwork,
+			ServiceAccountName: p.sa,
+			Containers:         []corev1.Container{c},
+		},
+	}
+	t := metav1.Unix(1767225600, 0)
+	ready := []corev1.PodCondition{}
+	for _, ct := range []corev1.PodConditionType{corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
+		ready = append(ready, corev1.PodCondition{Type: ct, Status: corev1.ConditionTrue, LastTransitionTime: t})
+	}
+	pod.Status = corev1.PodStatus{
+		Phase:      corev1.PodRunning,
+		Conditions: ready,
+		HostIP:     nodeIP(p.node),
+		HostIPs:    []corev1.HostIP{{IP: nodeIP(p.node)}},
+		PodIP:      ip,
+		PodIPs:     []corev1.PodIP{{IP: ip}},
+		StartTime:  &t,
+		QOSClass:   corev1.PodQOSBestEffort,
+		ContainerStatuses: []corev1.ContainerStatus{{
+			Name: c.Name, Image: p.image, ImageID: p.image, Ready: true, Started: ptr(true),
+			ContainerID: "containerd://" + fmt.Sprintf("%064x", hash(p.ns+"/"+p.name)),
+			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: t}},
+		}},
+	}
+	return pod
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func hash(s string) uint64 {
+	var h uint64 = 1469598103934665603
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+func labSeed(withCalicoAPIServer bool) *seedState {
+	s := &seedState{Name: "lab"}
+	if !withCalicoAPIServer {
+		s.Name = "native"
+	}
+	s.Namespaces = []string{"calico-system", "calico-apiserver", "tigera-operator", "app-frontend", "app-backend"}
+	s.ServiceAccounts = map[string][]string{
+		"kube-system":      {"coredns"},
+		"calico-system":    {"calico-node", "calico-typha", "calico-kube-controllers"},
+		"calico-apiserver": {"calico-apiserver"},
+		"tigera-operator":  {"tigera-operator"},
+	}
+	for _, n := range labNodes {
+		s.Nodes = append(s.Nodes, makeNode(n))
+	}
+	l := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	pods := []podSpec{
+		{ns: "kube-system", name: "coredns-7c65d6cfc9-4xk2p", node: "control", ip: "127.0.100.2", sa: "coredns",
+			labels: l("k8s-app", "kube-dns", "pod-template-hash", "7c65d6cfc9"), image: "rancher/mirrored-coredns-coredns:1.12.3",
+			ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, tcp("dns-tcp", 53), tcp("metrics", 9153)}},
+		{ns: "kube-system", name: "coredns-7c65d6cfc9-9qz7m", node: "node1", ip: "127.0.101.2", sa: "coredns",
+			labels: l("k8s-app", "kube-dns", "pod-template-hash", "7c65d6cfc9"), image: "rancher/mirrored-coredns-coredns:1.12.3",
+			ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, tcp("dns-tcp", 53), tcp("metrics", 9153)}},
+		{ns: "calico-system", name: "calico-typha-6b9f8d7c5d-h2x9w", node: "node1", hostNetwork: true, sa: "calico-typha",
+			labels: l("k8s-app", "calico-typha", "app.kubernetes.io/name", "calico-typha", "pod-template-hash", "6b9f8d7c5d"),
+			image:  "quay.io/calico/typha:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("calico-typha", 5473)}},
+		{ns: "calico-system", name: "calico-kube-controllers-5c8d7b9f6-qw8rt", node: "control", ip: "127.0.100.3", sa: "calico-kube-controllers",
+			labels: l("k8s-app", "calico-kube-controllers", "app.kubernetes.io/name", "calico-kube-controllers", "pod-template-hash", "5c8d7b9f6"),
+			image:  "quay.io/calico/kube-controllers:" + calicoVersionV},
+		{ns: "tigera-operator", name: "tigera-operator-7d9f6c8b5-m4kzp", node: "control", hostNetwork: true, sa: "tigera-operator",
+			labels: l("k8s-app", "tigera-operator", "name", "tigera-operator", "pod-template-hash", "7d9f6c8b5"),
+			image:  "quay.io/tigera/operator:v1.40.0"},
+		{ns: "app-frontend", name: "frontend-5f7c9d8b6-2kqvx", node: "node1", ip: "127.0.101.4", sa: "default",
+			labels: l("app", "frontend", "pod-template-hash", "5f7c9d8b6"), image: "nginx:1.29", ports: []corev1.ContainerPort{tcp("http", 8080)}},
+		{ns: "app-frontend", name: "frontend-5f7c9d8b6-7hj4s", node: "node2", ip: "127.0.102.3", sa: "default",
+			labels: l("app", "frontend", "pod-template-hash", "5f7c9d8b6"), image: "nginx:1.29", ports: []corev1.ContainerPort{tcp("http", 8080)}},
+		{ns: "app-backend", name: "backend-6d8b7c9f5-5rtwz", node: "node1", ip: "127.0.101.5", sa: "default",
+			labels: l("app", "backend", "pod-template-hash", "6d8b7c9f5"), image: "busybox:1.37", ports: []corev1.ContainerPort{tcp("api", 9090)}},
+		{ns: "app-backend", name: "backend-6d8b7c9f5-x9mlc", node: "node2", ip: "127.0.102.4", sa: "default",
+			labels: l("app", "backend", "pod-template-hash", "6d8b7c9f5"), image: "busybox:1.37", ports: []corev1.ContainerPort{tcp("api", 9090)}},
+	}
+	for i, n := range []string{"control", "node1", "node2"} {
+		pods = append(pods, podSpec{ns: "calico-system", name: "calico-node-" + []string{"7xq2d", "kz9fw", "tb4lh"}[i], node: n,
+			hostNetwork: true, sa: "calico-node", privileged: true,
+			labels: l("k8s-app", "calico-node", "app.kubernetes.io/name", "calico-node", "controller-revision-hash", "6f94c8d7b9", "pod-template-generation", "1"),
+			image:  "quay.io/calico/node:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("felix-health", 9099)}})
+	}
+	if withCalicoAPIServer {
+		for i, n := range []string{"node1", "node2"} {
+			pods = append(pods, podSpec{ns: "calico-apiserver", name: "calico-apiserver-84d5b8c6f9-" + []string{"gq7vn", "w2rkd"}[i], node: n,
+				ip: []string{"127.0.101.3", "127.0.102.2"}[i], sa: "calico-apiserver",
+				labels: l("k8s-app", "calico-apiserver", "apiserver", "true", "app.kubernetes.io/name", "calico-apiserver", "pod-template-hash", "84d5b8c6f9"),
+				image:  "quay.io/calico/apiserver:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("apiserver", 5443)}})
+		}
+	}
+	for _, p := range pods {
+		s.Pods = append(s.Pods, makePod(p))
+	}
+	sort.Slice(s.Pods, func(i, j int) bool {
+		return s.Pods[i].Namespace+"/"+s.Pods[i].Name < s.Pods[j].Namespace+"/"+s.Pods[j].Name
+	})
+
+	s.Calico = []*unstructured.Unstructured{
+		calicoObj("KubeControllersConfiguration", "default", map[string]any{
+			"spec":   kccSpec("Disabled"),
+			"status": map[string]any{"runningConfig": kccSpec("Disabled")},
+		}),
+		calicoObj("FelixConfiguration", "default", map[string]any{"spec": map[string]any{}}),
+		calicoObj("ClusterInformation", "default", map[string]any{"spec": map[string]any{
+			"calicoVersion":  calicoVersionV,
+			"clusterGUID":    "9d3c1f6e0b2a4c8d9e7f1a2b3c4d5e6f",
+			"clusterType":    "typha,kdd,k8s,operator,bgp",
+			"datastoreReady": true,
+			"variant":        "Calico",
+		}}),
+		calicoObj("IPPool", "default-ipv4-ippool", map[string]any{"spec": map[string]any{
+			"cidr": "127.0.96.0/19", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "CrossSubnet",
+			"natOutgoing": true, "nodeSelector": "all()", "allowedUses": []any{"Workload", "Tunnel"},
+		}}),
+	}
+	return s
+}
+
+// kccSpec is KubeControllersConfiguration `default` as the Tigera operator
+// writes it.
+func kccSpec(autoCreate string) map[string]any {
+	return map[string]any{
+		"controllers": map[string]any{
+			"node": map[string]any{
+				"hostEndpoint":     map[string]any{"autoCreate": autoCreate},
+				"reconcilerPeriod": "5m0s",
+				"syncLabels":       "Enabled",
+			},
+			"policy":           map[string]any{"reconcilerPeriod": "5m0s"},
+			"workloadEndpoint": map[string]any{"reconcilerPeriod": "5m0s"},
+			"serviceAccount":   map[string]any{"reconcilerPeriod": "5m0s"},
+			"namespace":        map[string]any{"reconcilerPeriod": "5m0s"},
+		},
+		"etcdV3CompactionPeriod": "10m0s",
+		"healthChecks":           "Enabled",
+		"logSeverityScreen":      "Info",
+		"prometheusMetricsPort":  int64(9094),
+	}
+}
+
+func calicoObj(kind, name string, fields map[string]any) *unstructured.Unstructured {
+	obj := map[string]any{
+		"apiVersion": calicoGroup + "/" + calicoVersion,
+		"kind":       kind,
+		"metadata":   map[string]any{"name": name},
+	}
+	for k, v := range fields {
+		obj[k] = v
+	}
+	return &unstructured.Unstructured{Object: normalize(obj)}
+}
+
+// normalize round-trips through JSON so numbers are int64/float64 as in
+// objects read from the server, which makes DeepEqual comparisons work.
+func normalize(obj map[string]any) map[string]any {
+	data, err := json.Marshal(obj)
+	if err != nil {
+		panic(err)
+	}
+	out := map[string]any{}
+	if err := utiljson.Unmarshal(data, &out); err != nil {
+		panic(err)
+	}
+	return out
+}
