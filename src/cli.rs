@@ -203,6 +203,13 @@ pub enum Command {
     /// Run the allow stages in order, one confirmation each. Never locks down unless --lockdown.
     Up(UpArgs),
 
+    /// Which critical flows (API server, kubelet, DNS, Calico's own paths) are allowed now and
+    /// after a stage or lockdown, with the deciding policy and rule. Exit 1 when one would be lost.
+    Check(CheckArgs),
+
+    /// Every policy Calico considers for one flow, in order, and why it matched or not.
+    Explain(ExplainArgs),
+
     /// List the recorded revisions of changes made by this tool (stored in the cluster).
     History,
 
@@ -347,6 +354,32 @@ pub struct UpArgs {
     /// With --lockdown: how long to wait for the operator's confirmation, e.g. 60s.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub confirm_timeout: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Evaluate the cluster as it would be after this stage (or `lockdown`) is applied.
+    #[arg(long, value_enum, value_name = "STAGE")]
+    pub after: Option<StageId>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExplainArgs {
+    /// Source: a node name, a pod as NAMESPACE/NAME, or an IP address.
+    #[arg(value_name = "FROM")]
+    pub from: String,
+
+    /// Destination: a node name, a pod as NAMESPACE/NAME, or an IP address.
+    #[arg(value_name = "TO")]
+    pub to: String,
+
+    /// Protocol and port, e.g. tcp/6443 or udp/53.
+    #[arg(value_name = "PROTO/PORT")]
+    pub proto_port: String,
+
+    /// Evaluate the cluster as it would be after this stage (or `lockdown`) is applied.
+    #[arg(long, value_enum, value_name = "STAGE")]
+    pub after: Option<StageId>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1,8 +1,10 @@
 //! One file per subcommand: each turns its arguments into options and calls the shared flow.
 //! [`run`] is the testable entry point: it returns an exit status and never exits itself.
 
+mod check;
 mod completion;
 mod enable_hep;
+mod explain;
 mod history;
 mod lockdown;
 mod plan;
@@ -204,6 +206,8 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         Command::Plan => plan::run(&ctx).await,
         Command::Render(args) => render::run_live(&args, &ctx).await,
         Command::Up(args) => up::run(&ctx, &args).await,
+        Command::Check(args) => check::run(&ctx, &args).await,
+        Command::Explain(args) => explain::run(&ctx, &args).await,
         Command::History => history::run(&ctx).await,
         Command::Rollback(args) => rollback::run(&ctx, &args).await,
         Command::Completion(_) | Command::Rbac => unreachable!("handled above"),
@@ -241,6 +245,14 @@ pub fn confirm_changes(ctx: &Context, changes: &[Change], what: &str) -> Result<
     ctx.prompter.confirm(&question)
 }
 
+/// Fault injection for the crash-recovery tests: abort the process right after the Nth write,
+/// as a SIGKILL would, before the journal records it.
+pub const ABORT_AFTER_WRITES_ENV: &str = "KUBECTL_CALICO_HARDEN_ABORT_AFTER_WRITES";
+
+fn abort_after_writes() -> Option<usize> {
+    std::env::var(ABORT_AFTER_WRITES_ENV).ok()?.parse().ok()
+}
+
 /// What a write sequence achieved.
 pub struct Applied {
     pub results: Vec<Option<serde_json::Value>>,
@@ -267,9 +279,14 @@ pub async fn apply_changes(
     let store = ctx.store(cluster);
     let mut recorder = store.begin(&ctx.command_line, changes, undoes).await?;
     let mut results = Vec::new();
+    let abort_after = abort_after_writes();
     for (index, change) in changes.iter().enumerate() {
         match writer.apply(change).await {
             Ok(result) => {
+                if abort_after == Some(index + 1) {
+                    // Dies between a write and its record, the worst moment for the journal.
+                    std::process::abort();
+                }
                 recorder.record(index, result.clone()).await?;
                 results.push(result);
             }

@@ -1,0 +1,2 @@
+//! Policy engine benchmark (filled in with the engine).
+fn main() {}
