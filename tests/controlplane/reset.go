@@ -61,16 +61,26 @@ func (c *clients) resetTo(ctx context.Context, seedName string, emu *emulator) e
 	}
 	emu.mu.Lock()
 	defer emu.mu.Unlock()
+	start := time.Now()
+	timed := func(what string, fn func() error) func() error {
+		return func() error {
+			err := fn()
+			if d := time.Since(start); d > time.Second {
+				logf("reset: %s took %v", what, d.Round(time.Millisecond))
+			}
+			return err
+		}
+	}
 	err = parallel(
-		func() error { return c.resetCalico(ctx, seed) },
-		func() error { return c.resetLabelled(ctx) },
-		func() error { return c.resetNodes(ctx, seed) },
-		func() error {
+		timed("calico", func() error { return c.resetCalico(ctx, seed) }),
+		timed("labelled", func() error { return c.resetLabelled(ctx) }),
+		timed("nodes", func() error { return c.resetNodes(ctx, seed) }),
+		timed("namespaces+pods", func() error {
 			if err := c.resetNamespaces(ctx, seed); err != nil {
 				return err
 			}
 			return c.resetPods(ctx, seed)
-		},
+		}),
 	)
 	if err != nil {
 		return err

@@ -102,6 +102,7 @@ func startEtcd(dir string) (*embed.Etcd, string, error) {
 
 type readyInfo struct {
 	PID        int    `json:"pid"`
+	OwnerPID   int    `json:"owner_pid"`
 	Server     string `json:"server"`
 	Kubeconfig string `json:"kubeconfig"`
 	Seed       string `json:"seed"`
@@ -136,7 +137,7 @@ func cmdRun(args []string) error {
 	if err := os.MkdirAll(absDir, 0o755); err != nil {
 		return err
 	}
-	for _, stale := range []string{"ready", "pid", "audit.log", "control.sock", "etcd"} {
+	for _, stale := range []string{"ready", "pid", "audit.log", "control.sock", "etcd", "kubecache"} {
 		_ = os.RemoveAll(filepath.Join(absDir, stale))
 	}
 	if err := redirectOutput(absDir); err != nil {
@@ -156,7 +157,7 @@ func cmdRun(args []string) error {
 		go watchOwner(ctx, *ownerPID, cancel)
 	}
 
-	err = runControlPlane(ctx, cancel, absDir, *seedName, *crdDir, start)
+	err = runControlPlane(ctx, cancel, absDir, *seedName, *crdDir, *ownerPID, start)
 	_ = os.Remove(filepath.Join(absDir, "ready"))
 	_ = os.Remove(filepath.Join(absDir, "pid"))
 	_ = os.Remove(filepath.Join(absDir, "control.sock"))
@@ -186,7 +187,7 @@ func watchOwner(ctx context.Context, pid int, cancel context.CancelFunc) {
 	}
 }
 
-func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedName, crdDir string, start time.Time) error {
+func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedName, crdDir string, ownerPID int, start time.Time) error {
 	crds, err := loadCalicoCRDs(crdDir)
 	if err != nil {
 		return err
@@ -280,7 +281,7 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 	}
 
 	info, _ := json.MarshalIndent(readyInfo{
-		PID: os.Getpid(), Server: server, Kubeconfig: filepath.Join(dir, "kubeconfig"), Seed: seedName, Socket: sock,
+		PID: os.Getpid(), OwnerPID: ownerPID, Server: server, Kubeconfig: filepath.Join(dir, "kubeconfig"), Seed: seedName, Socket: sock,
 	}, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dir, "ready"), append(info, '\n'), 0o644); err != nil {
 		stopAPIServer()

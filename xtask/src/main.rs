@@ -1,1 +1,197 @@
-fn main() {}
+//! Project tasks. `cargo xtask cluster ...` manages the test control plane
+//! (tests/controlplane: embedded etcd + kube-apiserver + Calico's CRDs).
+
+mod controlplane;
+
+use controlplane as cp;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage:
+  cargo xtask cluster build                           build controlplane + kubectl into target/controlplane/bin
+  cargo xtask cluster up    [--dir DIR] [--seed lab|native|empty]
+                                                      build if needed, start in the background, wait until ready
+  cargo xtask cluster down  [--dir DIR]               stop it (SIGTERM, SIGKILL after 10 s)
+  cargo xtask cluster reset [--dir DIR] --seed lab|native|empty
+                                                      restore the running cluster to a seed
+  cargo xtask cluster status [--dir DIR]
+
+DIR defaults to target/controlplane/cluster.";
+
+fn workspace_root() -> PathBuf {
+    // xtask/Cargo.toml lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+struct Opts {
+    dir: PathBuf,
+    seed: Option<String>,
+    force: bool,
+}
+
+fn parse_opts(layout: &cp::Layout, args: &[String]) -> Result<Opts, String> {
+    let mut opts = Opts {
+        dir: layout.target_dir().join("controlplane").join("cluster"),
+        seed: None,
+        force: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--dir" => {
+                let d = PathBuf::from(value()?);
+                opts.dir = if d.is_absolute() {
+                    d
+                } else {
+                    std::env::current_dir().map_err(|e| e.to_string())?.join(d)
+                };
+            }
+            "--seed" => {
+                let s = value()?;
+                if !cp::SEEDS.contains(&s.as_str()) {
+                    return Err(format!("unknown seed {s:?} (want lab, native or empty)"));
+                }
+                opts.seed = Some(s);
+            }
+            "--force" => opts.force = true,
+            _ => return Err(format!("unknown argument {a:?}")),
+        }
+    }
+    Ok(opts)
+}
+
+fn cluster(args: &[String]) -> Result<(), String> {
+    let layout = cp::Layout::new(workspace_root());
+    let Some(sub) = args.first() else {
+        return Err(USAGE.to_string());
+    };
+    let opts = parse_opts(&layout, &args[1..])?;
+    match sub.as_str() {
+        "build" => {
+            let t = Instant::now();
+            if cp::build(&layout, opts.force)? {
+                println!(
+                    "built {} and {} in {:.1}s",
+                    layout.controlplane_bin().display(),
+                    layout.kubectl_bin().display(),
+                    t.elapsed().as_secs_f64()
+                );
+            } else {
+                println!(
+                    "{} and {} are up to date",
+                    layout.controlplane_bin().display(),
+                    layout.kubectl_bin().display()
+                );
+            }
+            Ok(())
+        }
+        "up" => {
+            let seed = opts.seed.as_deref().unwrap_or("lab");
+            if let Some(r) = cp::running(&opts.dir) {
+                println!(
+                    "already running in {} (pid {}, {})",
+                    opts.dir.display(),
+                    r.pid,
+                    r.server
+                );
+                print_use(&layout, &r);
+                return Ok(());
+            }
+            let t = Instant::now();
+            if cp::build(&layout, false)? {
+                println!(
+                    "built control plane and kubectl in {:.1}s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            let t = Instant::now();
+            let mut child = cp::spawn(&layout, &opts.dir, seed, None)?;
+            let ready = cp::wait_ready(&opts.dir, &mut child, Duration::from_secs(120))?;
+            println!(
+                "control plane ready in {:.1}s: {} (seed {}, pid {}, log {})",
+                t.elapsed().as_secs_f64(),
+                ready.server,
+                ready.seed,
+                ready.pid,
+                cp::log_path(&opts.dir).display()
+            );
+            print_use(&layout, &ready);
+            Ok(())
+        }
+        "down" => {
+            if cp::stop(&opts.dir)? {
+                println!("stopped the control plane in {}", opts.dir.display());
+            } else {
+                println!("no control plane running in {}", opts.dir.display());
+            }
+            Ok(())
+        }
+        "reset" => {
+            let seed = opts
+                .seed
+                .as_deref()
+                .ok_or("reset needs --seed lab|native|empty")?;
+            let t = Instant::now();
+            let inside = cp::reset(&opts.dir, seed)?;
+            println!(
+                "reset to {seed} in {} ms ({} ms inside the control plane)",
+                t.elapsed().as_millis(),
+                inside.as_millis()
+            );
+            Ok(())
+        }
+        "status" => {
+            match cp::running(&opts.dir) {
+                Some(r) => {
+                    println!(
+                        "running in {} (pid {}, {}, started with seed {})",
+                        opts.dir.display(),
+                        r.pid,
+                        r.server,
+                        r.seed
+                    );
+                    print_use(&layout, &r);
+                }
+                None => println!("not running in {}", opts.dir.display()),
+            }
+            Ok(())
+        }
+        _ => Err(USAGE.to_string()),
+    }
+}
+
+fn print_use(layout: &cp::Layout, r: &cp::Ready) {
+    println!("kubeconfig: {}", r.kubeconfig.display());
+    println!("  export KUBECONFIG={}", r.kubeconfig.display());
+    println!("  {} get nodes", layout.kubectl_bin().display());
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("cluster") => cluster(&args[1..]),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

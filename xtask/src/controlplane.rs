@@ -1,0 +1,418 @@
+//! Building, starting, resetting and stopping the test control plane
+//! (`tests/controlplane`, a Go program: embedded etcd + kube-apiserver).
+//!
+//! std only: this file is used by the xtask binary and, through
+//! `#[path = "../../xtask/src/controlplane.rs"]`, by the e2e test harness
+//! (`tests/e2e/harness.rs`), so that where the Go toolchain, the source, the
+//! binaries and Calico's CRDs are is decided in one place.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The Calico Go module whose CRD manifests the control plane serves
+/// (re-grouped as projectcalico.org/v3; see tests/controlplane/README.md).
+pub const CALICO_MODULE: &str = "github.com/projectcalico/calico";
+/// The only version of it the Go module proxy serves.
+pub const CALICO_VERSION: &str = "v1.11.0-cni-plugin.0.20250813170300-a0db560f0520";
+/// Where Calico keeps its CRD manifests inside that module.
+pub const CALICO_CRD_SUBDIR: &str = "libcalico-go/config/crd";
+
+pub const GO_MISSING: &str = "Go is required to build the test control plane: install Go 1.26+ (https://go.dev/doc/install) and retry";
+
+pub const SEEDS: &[&str] = &["lab", "native", "empty"];
+
+/// Where things are, relative to the workspace root.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The workspace root (the directory holding the root Cargo.toml).
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    /// The Go module of the control plane.
+    pub fn src_dir(&self) -> PathBuf {
+        self.root.join("tests").join("controlplane")
+    }
+
+    /// `target/` (or `$CARGO_TARGET_DIR`).
+    pub fn target_dir(&self) -> PathBuf {
+        match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(d) if !d.is_empty() => {
+                let d = PathBuf::from(d);
+                if d.is_absolute() {
+                    d
+                } else {
+                    self.root.join(d)
+                }
+            }
+            _ => self.root.join("target"),
+        }
+    }
+
+    /// Where `controlplane` and `kubectl` are built.
+    pub fn bin_dir(&self) -> PathBuf {
+        self.target_dir().join("controlplane").join("bin")
+    }
+
+    pub fn controlplane_bin(&self) -> PathBuf {
+        self.bin_dir().join("controlplane")
+    }
+
+    pub fn kubectl_bin(&self) -> PathBuf {
+        self.bin_dir().join("kubectl")
+    }
+}
+
+/// The `go` binary: `$GO`, then `go` on PATH, then `$GOROOT/bin/go`, then
+/// /usr/local/go/bin/go.
+pub fn find_go() -> Result<PathBuf, String> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(go) = std::env::var_os("GO") {
+        candidates.push(PathBuf::from(go));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            candidates.push(dir.join("go"));
+        }
+    }
+    if let Some(goroot) = std::env::var_os("GOROOT") {
+        candidates.push(PathBuf::from(goroot).join("bin").join("go"));
+    }
+    candidates.push(PathBuf::from("/usr/local/go/bin/go"));
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| GO_MISSING.to_string())
+}
+
+fn go_command(go: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(go);
+    cmd.current_dir(dir);
+    // The tree is not always a git checkout (CI clones, tarballs).
+    let flags = std::env::var("GOFLAGS").unwrap_or_default();
+    if !flags.contains("-buildvcs") {
+        cmd.env(
+            "GOFLAGS",
+            format!("{flags} -buildvcs=false").trim().to_string(),
+        );
+    }
+    cmd
+}
+
+fn newest_mtime(dir: &Path) -> std::io::Result<SystemTime> {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let m = if meta.is_dir() {
+            newest_mtime(&entry.path())?
+        } else {
+            meta.modified()?
+        };
+        if m > newest {
+            newest = m;
+        }
+    }
+    Ok(newest)
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// True when both binaries exist and are newer than every file in
+/// tests/controlplane.
+pub fn binaries_fresh(layout: &Layout) -> bool {
+    let Ok(src) = newest_mtime(&layout.src_dir()) else {
+        return false;
+    };
+    [layout.controlplane_bin(), layout.kubectl_bin()]
+        .iter()
+        .all(|b| mtime(b).is_some_and(|m| m > src))
+}
+
+/// Builds `controlplane` and `kubectl` into `bin_dir()` unless they are
+/// fresh. Returns whether it built.
+pub fn build(layout: &Layout, force: bool) -> Result<bool, String> {
+    let go = find_go()?;
+    if !force && binaries_fresh(layout) {
+        return Ok(false);
+    }
+    let bin = layout.bin_dir();
+    fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
+    let mut out_dir = bin.into_os_string();
+    out_dir.push("/");
+    let status = go_command(&go, &layout.src_dir())
+        .args(["build", "-ldflags=-s -w", "-o"])
+        .arg(&out_dir)
+        .args([".", "k8s.io/kubernetes/cmd/kubectl"])
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("running {}: {e}", go.display()))?;
+    if !status.success() {
+        return Err(format!(
+            "go build in {} failed ({status})",
+            layout.src_dir().display()
+        ));
+    }
+    // go build leaves an up-to-date binary's mtime alone; make freshness
+    // checks hold after a no-op build too.
+    for b in [layout.controlplane_bin(), layout.kubectl_bin()] {
+        if let Ok(f) = fs::File::options().append(true).open(&b) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+    Ok(true)
+}
+
+/// The directory of Calico's CRD manifests in the Go module cache
+/// (downloads the pinned module if needed).
+pub fn calico_crd_dir(layout: &Layout) -> Result<PathBuf, String> {
+    let go = find_go()?;
+    let out = go_command(&go, &layout.src_dir())
+        .args(["mod", "download", "-json"])
+        .arg(format!("{CALICO_MODULE}@{CALICO_VERSION}"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", go.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "go mod download {CALICO_MODULE}@{CALICO_VERSION} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let dir = json_string_field(&text, "Dir")
+        .ok_or_else(|| format!("no Dir in go mod download output: {text}"))?;
+    let crd = PathBuf::from(dir).join(CALICO_CRD_SUBDIR);
+    if !crd.is_dir() {
+        return Err(format!("{} does not exist", crd.display()));
+    }
+    Ok(crd)
+}
+
+/// Finds `"key": "value"` in simple JSON (no escapes in value expected).
+pub fn json_string_field(json: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\"");
+    let rest = &json[json.find(&pat)? + pat.len()..];
+    let rest = rest
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Finds `"key": 123` in simple JSON.
+pub fn json_number_field(json: &str, key: &str) -> Option<u64> {
+    let pat = format!("\"{key}\"");
+    let rest = &json[json.find(&pat)? + pat.len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    // /proc/PID/stat's third field is the state; Z (zombie) counts as gone.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn read_pid(dir: &Path) -> Option<u32> {
+    fs::read_to_string(dir.join("pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What `controlplane run` writes to DIR/ready.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    pub pid: u32,
+    pub owner_pid: Option<u32>,
+    pub server: String,
+    pub kubeconfig: PathBuf,
+    pub seed: String,
+}
+
+pub fn read_ready(dir: &Path) -> Option<Ready> {
+    let text = fs::read_to_string(dir.join("ready")).ok()?;
+    Some(Ready {
+        pid: json_number_field(&text, "pid")? as u32,
+        owner_pid: json_number_field(&text, "owner_pid")
+            .map(|p| p as u32)
+            .filter(|p| *p != 0),
+        server: json_string_field(&text, "server")?,
+        kubeconfig: PathBuf::from(json_string_field(&text, "kubeconfig")?),
+        seed: json_string_field(&text, "seed")?,
+    })
+}
+
+/// The running control plane in `dir`, if any.
+pub fn running(dir: &Path) -> Option<Ready> {
+    let ready = read_ready(dir)?;
+    (process_alive(ready.pid) && read_pid(dir) == Some(ready.pid)).then_some(ready)
+}
+
+pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("controlplane.log")
+}
+
+/// The last `lines` lines of DIR/controlplane.log.
+pub fn log_tail(dir: &Path, lines: usize) -> String {
+    let text = fs::read(log_path(dir)).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Spawns `controlplane run` in its own process group, stdout and stderr to
+/// DIR/controlplane.log (truncated first). It outlives the caller unless
+/// `owner_pid` is given, in which case it exits when that process is gone.
+pub fn spawn(
+    layout: &Layout,
+    dir: &Path,
+    seed: &str,
+    owner_pid: Option<u32>,
+) -> Result<Child, String> {
+    if !SEEDS.contains(&seed) {
+        return Err(format!("unknown seed {seed:?} (want one of {SEEDS:?})"));
+    }
+    let crd_dir = calico_crd_dir(layout)?;
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let log = fs::File::create(log_path(dir)).map_err(|e| format!("creating log: {e}"))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(layout.controlplane_bin());
+    cmd.arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--seed")
+        .arg(seed)
+        .arg("--calico-crd-dir")
+        .arg(&crd_dir);
+    if let Some(pid) = owner_pid {
+        cmd.arg("--owner-pid").arg(pid.to_string());
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0);
+    cmd.spawn()
+        .map_err(|e| format!("starting {}: {e}", layout.controlplane_bin().display()))
+}
+
+/// Waits for DIR/ready. On failure the error includes the log's tail.
+pub fn wait_ready(dir: &Path, child: &mut Child, timeout: Duration) -> Result<Ready, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(r) = read_ready(dir) {
+            if r.pid == child.id() {
+                return Ok(r);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the control plane exited during startup ({status}); last lines of {}:\n{}",
+                log_path(dir).display(),
+                log_tail(dir, 40)
+            ));
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "the control plane was not ready within {}s; last lines of {}:\n{}",
+                timeout.as_secs(),
+                log_path(dir).display(),
+                log_tail(dir, 40)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops the control plane in `dir`: SIGTERM, then SIGKILL after 10 s.
+/// Returns false when nothing was running.
+pub fn stop(dir: &Path) -> Result<bool, String> {
+    let Some(pid) = read_pid(dir).filter(|p| process_alive(*p)) else {
+        return Ok(false);
+    };
+    signal(pid, "TERM");
+    let start = Instant::now();
+    while process_alive(pid) {
+        if start.elapsed() > Duration::from_secs(10) {
+            signal(pid, "KILL");
+            std::thread::sleep(Duration::from_millis(200));
+            for f in ["ready", "pid", "control.sock"] {
+                let _ = fs::remove_file(dir.join(f));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(true)
+}
+
+/// Asks the running control plane in `dir` to reset to `seed`; returns the
+/// time the reset took inside the control plane.
+pub fn reset(dir: &Path, seed: &str) -> Result<Duration, String> {
+    if !SEEDS.contains(&seed) {
+        return Err(format!("unknown seed {seed:?} (want one of {SEEDS:?})"));
+    }
+    let sock = dir.join("control.sock");
+    let mut stream = UnixStream::connect(&sock).map_err(|e| {
+        format!(
+            "connecting to {} (is the control plane running?): {e}",
+            sock.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .map_err(|e| e.to_string())?;
+    writeln!(stream, "reset {seed}").map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(|e| format!("reading reply from {}: {e}", sock.display()))?;
+    let reply = reply.trim();
+    match reply.strip_prefix("ok ") {
+        Some(ms) => Ok(Duration::from_millis(ms.parse().unwrap_or(0))),
+        None => Err(format!(
+            "reset to {seed} failed: {}",
+            reply.strip_prefix("error ").unwrap_or(reply)
+        )),
+    }
+}
