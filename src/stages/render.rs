@@ -386,3 +386,52 @@ mod tests {
         assert_eq!(dst["ports"], serde_json::json!([5000, 443]));
     }
 }
+
+#[cfg(test)]
+mod selector_validity {
+    use super::*;
+    use crate::calico::selector;
+    use crate::facts::ClusterFacts;
+    use crate::stages::parse_registry;
+
+    fn selectors(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    if key.ends_with("elector") {
+                        out.push(v.as_str().unwrap().to_string());
+                    } else {
+                        selectors(v, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| selectors(v, out)),
+            _ => {}
+        }
+    }
+
+    /// Every selector we render parses with Calico's grammar, in every fact combination.
+    #[test]
+    fn every_rendered_selector_is_valid_calico() {
+        let mut many = ClusterFacts::tutorial_lab();
+        many.control_plane_nodes.push(NodeRef { name: "cp-2".into(), hostname: "cp-2.example".into() });
+        let options = StageOptions {
+            registry: parse_registry(&["10.0.0.5".into()], &[]).unwrap(),
+            ..StageOptions::with_defaults()
+        };
+        let mut count = 0;
+        for facts in [ClusterFacts::tutorial_lab(), many] {
+            for stage in StageId::ALL {
+                if let StageRender::Objects(objects) = render(stage, &facts, &options) {
+                    let mut found = Vec::new();
+                    selectors(&objects.iter().map(|o| o.manifest.clone()).collect(), &mut found);
+                    for s in found {
+                        selector::parse(&s).unwrap_or_else(|e| panic!("{stage}: {s}: {e}"));
+                        count += 1;
+                    }
+                }
+            }
+        }
+        assert!(count > 20, "{count}");
+    }
+}
