@@ -123,17 +123,22 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Stage 00: allow and log everything (GNPs final-allow-everything, order 100001, and
-    /// log-everything, order 100000), so later stages cannot cut anything off until lockdown.
+    /// Stage 00: allow and log everything until lockdown (the safety net).
+    ///
+    /// GNPs final-allow-everything (order 100001) and log-everything (order 100000), so later
+    /// stages cannot cut anything off until `lockdown` removes them.
     #[command(visible_alias = "allow-everything")]
     SafetyNet,
 
-    /// Stage 01: let every endpoint reach 127.0.0.0/8 (GNP allow-containers-access-to-localhost).
+    /// Stage 01: hosts may reach 127.0.0.0/8.
+    ///
+    /// GNP allow-containers-access-to-localhost.
     #[command(visible_alias = "container-to-localhost")]
     Localhost,
 
-    /// Stage 02: namespaced workloads may only reach kube-dns on port 53 (GNP deny-app-policy).
+    /// Stage 02: workloads in app namespaces may only reach cluster DNS.
     ///
+    /// GNP deny-app-policy.
     /// Differs from the tutorial: DNS is allowed over UDP and TCP (large answers fall back to TCP),
     /// and platform namespaces are left alone by default because the tutorial's selector also
     /// isolates CoreDNS, which then cannot reach upstream resolvers. Pass
@@ -141,79 +146,100 @@ pub enum Command {
     #[command(visible_alias = "deny-app-policy")]
     IsolateApps(IsolateAppsArgs),
 
-    /// Stage 03: calico-apiserver pods may reach the Kubernetes API server port (NP
-    /// calico-apiserver-to-kapi in the calico-apiserver's namespace).
+    /// Stage 03: calico-apiserver pods may reach the Kubernetes API server.
+    ///
+    /// NP calico-apiserver-to-kapi in the calico-apiserver's namespace, on the detected API
+    /// server port.
     #[command(visible_alias = "calico-api-to-kapi")]
     CalicoApiserverToKapi,
 
-    /// Stage 04: calico-kube-controllers may reach the calico-apiserver pods (NP
-    /// calico-kube-controllers-to-apiserver in kube-controllers' namespace).
+    /// Stage 04: calico-kube-controllers may reach calico-apiserver.
+    ///
+    /// NP calico-kube-controllers-to-apiserver in kube-controllers' namespace. Differs from the
+    /// tutorial where calico-apiserver runs in another namespace: the rule then names it, because
+    /// a namespaced policy's rule selector only sees its own namespace.
     #[command(visible_alias = "calico-kube-controller-to-api")]
     ControllersToCalicoApiserver,
 
-    /// Stage 05: hosts may reach calico-apiserver pods on TCP 5443 (GNP calico-components-to-apiserver).
+    /// Stage 05: hosts may reach calico-apiserver on TCP 5443.
+    ///
+    /// GNP calico-components-to-apiserver.
     #[command(visible_alias = "calico-components-to-apiserver")]
     HostsToCalicoApiserver,
 
-    /// Stage 06: hosts may reach the API server port on the detected control-plane nodes
-    /// (GNP worker-nodes-to-kapi).
+    /// Stage 06: hosts may reach the API server on the control-plane nodes.
+    ///
+    /// GNP worker-nodes-to-kapi, for the detected control-plane nodes and API server port.
     #[command(visible_alias = "worker-nodes-to-kapi")]
     NodesToKapi,
 
-    /// Stage 07: calico-node, calico-apiserver and calico-typha pods may reach the API server
-    /// port on control-plane nodes (GNP srcnated-to-kapi).
+    /// Stage 07: calico-node, calico-apiserver and typha pods may reach the API server.
+    ///
+    /// GNP srcnated-to-kapi, for the detected control-plane nodes and API server port.
     #[command(visible_alias = "srcnated-to-kapi")]
     SrcnatToKapi,
 
-    /// Stage 08: hosts may reach calico-typha on TCP 5473 on the nodes where typha runs
-    /// (GNP worker-nodes-to-typha).
+    /// Stage 08: hosts may reach calico-typha on TCP 5473.
+    ///
+    /// GNP worker-nodes-to-typha, for the nodes where typha runs.
     #[command(visible_alias = "worker-nodes-to-typha")]
     NodesToTypha,
 
-    /// Stage 09 (not in the tutorial): the API server may reach kubelets on TCP 10250, so that
-    /// `kubectl logs/exec/port-forward` keep working after lockdown (GNP kapi-to-kubelet).
+    /// Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial).
+    ///
+    /// GNP kapi-to-kubelet, so that `kubectl logs/exec/port-forward` keep working after
+    /// lockdown: TCP 10250 is not a Felix failsafe port.
     #[command(visible_alias = "kapi-to-kubelet")]
     Kubelet,
 
-    /// Private registry: every endpoint may reach the registry's address on its ports
-    /// (GNP private-registry-policy).
+    /// Every endpoint may reach a private registry.
+    ///
+    /// GNP private-registry-policy, for the given addresses and ports (default 5000).
     #[command(visible_alias = "private-registry")]
     Registry(RegistryArgs),
 
-    /// Turn on Calico's automatic host endpoints (KubeControllersConfiguration `default`,
-    /// spec.controllers.node.hostEndpoint.autoCreate) with a merge patch sent through the API,
-    /// so no shell quoting is involved.
+    /// Turn on Calico's automatic host endpoints for every node.
+    ///
+    /// Merge patch of KubeControllersConfiguration `default`
+    /// (spec.controllers.node.hostEndpoint.autoCreate), sent through the API so no shell quoting
+    /// is involved.
     EnableHep(EnableHepArgs),
 
-    /// Default deny: delete the safety net after preflight checks prove nothing critical breaks,
-    /// then verify that NEW connections to the API server still work and ask for confirmation;
-    /// without it the safety net is restored automatically (commit-confirmed).
+    /// Default deny: remove the safety net after preflight checks.
+    ///
+    /// Deletes the safety net once preflight checks prove nothing critical breaks, then verifies
+    /// that NEW connections to the API server still work and asks for confirmation; without it
+    /// the safety net is restored automatically (commit-confirmed).
     #[command(visible_alias = "default-deny")]
     Lockdown(LockdownArgs),
 
-    /// Every stage's state (applied / missing / drifted / not applicable), the detected facts,
-    /// and the next step.
+    /// Every stage's state, the detected facts, and the next step.
+    ///
+    /// States: applied, applied (by hand), missing, partial, drifted, not applicable.
     #[command(visible_alias = "status")]
     Plan,
 
-    /// Print the stage manifests as a YAML stream (or a JSON List with -o json) that
-    /// `kubectl apply -f -` accepts.
+    /// Print the stage manifests for `kubectl apply -f -`.
+    ///
+    /// A YAML stream, or a JSON List with -o json.
     Render(RenderArgs),
 
     /// Run the allow stages in order, one confirmation each. Never locks down unless --lockdown.
     Up(UpArgs),
 
-    /// Which critical flows (API server, kubelet, DNS, Calico's own paths) are allowed now and
-    /// after a stage or lockdown, with the deciding policy and rule. Exit 1 when one would be lost.
+    /// Which critical flows survive now and after a stage or lockdown.
+    ///
+    /// API server, kubelet, DNS and Calico's own paths, with the deciding policy and rule. Exit
+    /// code 1 when one would be lost.
     Check(CheckArgs),
 
-    /// Every policy Calico considers for one flow, in order, and why it matched or not.
+    /// Why Calico allows or denies one flow, policy by policy.
     Explain(ExplainArgs),
 
-    /// List the recorded revisions of changes made by this tool (stored in the cluster).
+    /// The revisions of changes made by this tool, stored in the cluster.
     History,
 
-    /// Undo changes: the newest revision, back to the state right after revision N, or --all.
+    /// Undo the newest revision, everything after revision N, or --all.
     Rollback(RollbackArgs),
 
     /// Print the least-privilege ClusterRole this tool needs.

@@ -1,3 +1,5 @@
 mod selector_differential;
 mod tutorial_render;
 mod cli;
+mod harness;
+mod controlplane_smoke;
