@@ -11,6 +11,7 @@ pub mod commands;
 pub mod error;
 pub mod exit;
 pub mod facts;
+pub mod interrupt;
 pub mod journal;
 pub mod logging;
 pub mod plan;

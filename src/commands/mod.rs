@@ -276,11 +276,20 @@ pub async fn apply_changes(
         }
         return Ok(Applied { results, revision: None });
     }
+    crate::interrupt::watch();
     let store = ctx.store(cluster);
     let mut recorder = store.begin(&ctx.command_line, changes, undoes).await?;
     let mut results = Vec::new();
     let abort_after = abort_after_writes();
     for (index, change) in changes.iter().enumerate() {
+        if crate::interrupt::requested() {
+            let message = format!("interrupted after {index} of {} change(s)", changes.len());
+            recorder.finish(RevisionState::Failed, Some(message.clone())).await?;
+            return Err(Error::Cancelled(format!(
+                "{message}; recorded as revision {} (undo: kubectl calico-harden rollback)",
+                recorder.revision.revision
+            )));
+        }
         match writer.apply(change).await {
             Ok(result) => {
                 if abort_after == Some(index + 1) {

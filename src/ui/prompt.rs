@@ -90,10 +90,20 @@ impl Prompter for TerminalPrompter {
                 .map_err(interrupted);
             let _ = tx.send(answer);
         });
-        match rx.recv_timeout(timeout) {
-            Ok(answer) => answer,
-            Err(_) => Ok(false),
+        let deadline = std::time::Instant::now() + timeout;
+        // Ctrl-C while waiting counts as "not confirmed": the caller restores.
+        while !crate::interrupt::requested() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(answer) => return answer,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(false),
+            }
         }
+        Ok(false)
     }
 }
 
