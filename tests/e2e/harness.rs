@@ -1,0 +1,403 @@
+//! The e2e harness: one real kube-apiserver (tests/controlplane) for the whole
+//! test process, reset to a seed before each test that asks for it.
+//!
+//! ```ignore
+//! let c = harness::cluster(harness::Seed::Lab);
+//! let mark = c.audit_mark();
+//! c.kubectl_ok(&["get", "nodes"]);
+//! assert!(c.writes_since(&mark).is_empty());
+//! ```
+//!
+//! The first `cluster()` builds the Go control plane and kubectl (Go 1.26+ is
+//! required; without it this panics saying so) and starts it in
+//! `target/e2e-controlplane/` with `--owner-pid` = this process, so it exits
+//! with the test process. Tests are serialised by a global lock held by the
+//! returned guard (GlobalNetworkPolicies are cluster-wide).
+#![allow(dead_code, clippy::print_stderr, clippy::print_stdout)]
+
+#[path = "../../xtask/src/controlplane.rs"]
+mod cp;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The states the control plane can be reset to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seed {
+    /// k3s-like 3-node cluster (control, node1, node2) with Calico installed by
+    /// the Tigera operator, calico-apiserver pods serving projectcalico.org/v3.
+    Lab,
+    /// Same, without calico-apiserver pods (Calico serving v3 as CRDs).
+    Native,
+    /// Calico CRDs only: no nodes, pods or Calico configuration objects.
+    Empty,
+}
+
+impl Seed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seed::Lab => "lab",
+            Seed::Native => "native",
+            Seed::Empty => "empty",
+        }
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    _child: Option<Child>,
+}
+
+static STATE: Mutex<Option<Shared>> = Mutex::new(None);
+
+fn layout() -> cp::Layout {
+    cp::Layout::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where the harness builds `controlplane` and `kubectl`.
+pub fn bin_dir() -> PathBuf {
+    layout().bin_dir()
+}
+
+/// The kubectl built from the same Kubernetes version as the control plane.
+pub fn kubectl_path() -> PathBuf {
+    layout().kubectl_bin()
+}
+
+/// Is the control plane in `dir` (running or starting) someone else's?
+fn owned_by_another_live_process(dir: &Path) -> bool {
+    let me = std::process::id();
+    match cp::read_ready(dir) {
+        Some(r) if cp::process_alive(r.pid) => {
+            r.owner_pid.is_some_and(|o| o != me && cp::process_alive(o))
+        }
+        _ => fs::read_to_string(dir.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .is_some_and(cp::process_alive),
+    }
+}
+
+fn start() -> Shared {
+    let layout = layout();
+    if let Err(e) = cp::find_go() {
+        panic!("{e}");
+    }
+    let t = Instant::now();
+    match cp::build(&layout, false) {
+        Ok(true) => eprintln!(
+            "harness: built the control plane and kubectl in {:.1}s",
+            t.elapsed().as_secs_f64()
+        ),
+        Ok(false) => {}
+        Err(e) => panic!("building the test control plane: {e}"),
+    }
+    let me = std::process::id();
+    let base = layout.target_dir().join("e2e-controlplane");
+    if let Some(r) = cp::running(&base) {
+        if r.owner_pid == Some(me) {
+            return Shared {
+                kubeconfig: r.kubeconfig,
+                dir: base,
+                _child: None,
+            };
+        }
+    }
+    let dir = if owned_by_another_live_process(&base) {
+        // Another test process is using it; do not disturb it.
+        layout.target_dir().join(format!("e2e-controlplane-{me}"))
+    } else {
+        // Stale (its owner is gone; it would exit within a second anyway).
+        let _ = cp::stop(&base);
+        base
+    };
+    let t = Instant::now();
+    let mut child = cp::spawn(&layout, &dir, "lab", Some(me))
+        .unwrap_or_else(|e| panic!("starting the test control plane: {e}"));
+    let ready = cp::wait_ready(&dir, &mut child, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "harness: control plane ready in {:.1}s at {} (dir {})",
+        t.elapsed().as_secs_f64(),
+        ready.server,
+        dir.display()
+    );
+    Shared {
+        dir,
+        kubeconfig: ready.kubeconfig,
+        _child: Some(child),
+    }
+}
+
+/// Serialises tests (GlobalNetworkPolicies are cluster-wide), resets the
+/// shared control plane to `seed`, returns a guard.
+pub fn cluster(seed: Seed) -> ClusterGuard {
+    let mut lock = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if lock.is_none() {
+        *lock = Some(start());
+    }
+    let shared = lock.as_ref().expect("started");
+    let guard = ClusterGuard {
+        dir: shared.dir.clone(),
+        kubeconfig: shared.kubeconfig.clone(),
+        _lock: lock,
+    };
+    guard.reset(seed);
+    guard
+}
+
+/// Exclusive use of the shared control plane until dropped.
+pub struct ClusterGuard {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    _lock: MutexGuard<'static, Option<Shared>>,
+}
+
+/// A position in DIR/audit.log.
+#[derive(Clone, Debug)]
+pub struct AuditMark {
+    offset: u64,
+}
+
+/// One write request made with a kubeconfig identity (admin or limited),
+/// from DIR/audit.log.
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub verb: String,
+    pub user: String,
+    pub request_uri: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub response_code: Option<u16>,
+    /// "" for the core group.
+    pub api_group: String,
+    pub subresource: Option<String>,
+    /// The request body (the audit policy logs at Request level).
+    pub request_object: Option<serde_json::Value>,
+}
+
+const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+impl ClusterGuard {
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn kubectl_path() -> PathBuf {
+        kubectl_path()
+    }
+
+    pub fn bin_dir() -> PathBuf {
+        bin_dir()
+    }
+
+    /// Resets to another seed without releasing the guard.
+    pub fn reset(&self, seed: Seed) {
+        if let Err(e) = cp::reset(&self.dir, seed.as_str()) {
+            panic!(
+                "resetting the test control plane to {}: {e}\nlast lines of its log:\n{}",
+                seed.as_str(),
+                cp::log_tail(&self.dir, 30)
+            );
+        }
+    }
+
+    /// A Command for `program` with KUBECONFIG pointing at this cluster and
+    /// the built kubectl first on PATH.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![bin_dir()];
+        dirs.extend(std::env::split_paths(&path));
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("kubecache"))
+            .env("PATH", std::env::join_paths(dirs).expect("PATH"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.command(kubectl_path());
+        let has_context = args
+            .iter()
+            .any(|a| *a == "--context" || a.starts_with("--context="));
+        if !has_context {
+            cmd.args(["--context", "admin"]);
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs the built kubectl with KUBECONFIG set and `--context admin`
+    /// unless `args` name a context.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", kubectl_path().display()))
+    }
+
+    /// Like `kubectl`, with `stdin` written to its standard input (for
+    /// `kubectl apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .kubectl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", kubectl_path().display()));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("writing kubectl's stdin");
+        child.wait_with_output().expect("waiting for kubectl")
+    }
+
+    /// Runs kubectl; panics with its stderr on failure; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        check_ok(args, out)
+    }
+
+    /// `kubectl_stdin`, panicking with stderr on failure; returns stdout.
+    pub fn kubectl_stdin_ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_stdin(args, stdin);
+        check_ok(args, out)
+    }
+
+    /// `kubectl get ARGS -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl_ok(&a);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kubectl {a:?} printed invalid JSON ({e}): {out}"))
+    }
+
+    fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    fn audit_len(&self) -> u64 {
+        fs::metadata(self.audit_log()).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The audit log is appended after responses are sent: wait until it has
+    /// not grown for 200 ms (at most 2 s).
+    fn wait_audit_quiet(&self) -> u64 {
+        let start = Instant::now();
+        let mut len = self.audit_len();
+        let mut stable_since = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(25));
+            let now = self.audit_len();
+            if now != len {
+                len = now;
+                stable_since = Instant::now();
+            } else if stable_since.elapsed() >= Duration::from_millis(200) {
+                break;
+            }
+        }
+        len
+    }
+
+    /// The current end of DIR/audit.log.
+    pub fn audit_mark(&self) -> AuditMark {
+        AuditMark {
+            offset: self.wait_audit_quiet(),
+        }
+    }
+
+    /// Write requests (create, update, patch, delete, deletecollection) made
+    /// with kubeconfig identities since `mark`, excluding dry-run requests.
+    /// The control plane's own identities never appear in the audit log.
+    pub fn writes_since(&self, mark: &AuditMark) -> Vec<AuditEvent> {
+        let end = self.wait_audit_quiet();
+        let mut text = String::new();
+        if end > mark.offset {
+            let mut f = fs::File::open(self.audit_log()).expect("opening audit.log");
+            f.seek(SeekFrom::Start(mark.offset))
+                .expect("seeking audit.log");
+            f.take(end - mark.offset)
+                .read_to_string(&mut text)
+                .expect("reading audit.log");
+        }
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|ev| parse_event(&ev))
+            .collect()
+    }
+}
+
+fn check_ok(args: &[&str], out: Output) -> String {
+    if !out.status.success() {
+        panic!(
+            "kubectl {} failed ({}):\nstderr: {}\nstdout: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    String::from_utf8(out.stdout).expect("kubectl printed non-UTF-8")
+}
+
+fn parse_event(ev: &serde_json::Value) -> Option<AuditEvent> {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let stage = ev.get("stage")?.as_str()?;
+    if stage != "ResponseComplete" && stage != "Panic" {
+        return None;
+    }
+    let verb = s(ev.get("verb")?)?;
+    if !WRITE_VERBS.contains(&verb.as_str()) {
+        return None;
+    }
+    let request_uri = s(ev.get("requestURI")?)?;
+    if request_uri.contains("dryRun=All") {
+        return None;
+    }
+    let user = ev.pointer("/user/username").and_then(s).unwrap_or_default();
+    if matches!(
+        user.as_str(),
+        "system:apiserver" | "calico-harden-seeder" | "calico-harden-emulator"
+    ) {
+        return None;
+    }
+    let obj = ev.get("objectRef");
+    let field = |k: &str| {
+        obj.and_then(|o| o.get(k))
+            .and_then(s)
+            .filter(|v| !v.is_empty())
+    };
+    Some(AuditEvent {
+        verb,
+        user,
+        request_uri,
+        resource: field("resource").unwrap_or_default(),
+        namespace: field("namespace"),
+        name: field("name"),
+        response_code: ev
+            .pointer("/responseStatus/code")
+            .and_then(|c| c.as_u64())
+            .map(|c| c as u16),
+        api_group: field("apiGroup").unwrap_or_default(),
+        subresource: field("subresource"),
+        request_object: ev.get("requestObject").cloned(),
+    })
+}
