@@ -149,6 +149,8 @@ func cmdRun(args []string) error {
 		return err
 	}
 
+	// Detached like nohup: a closing terminal does not stop us.
+	signal.Ignore(syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)

@@ -308,6 +308,11 @@ pub fn spawn(
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let log = fs::File::create(log_path(dir)).map_err(|e| format!("creating log: {e}"))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    for stale in ["ready", "pid"] {
+        let _ = fs::remove_file(dir.join(stale));
+    }
+    // Detach from the caller's process group (the program itself ignores
+    // SIGHUP), so Ctrl-C and a closing terminal leave it running.
     let mut cmd = Command::new(layout.controlplane_bin());
     cmd.arg("run")
         .arg("--dir")
