@@ -13,8 +13,16 @@ fn main() -> ExitCode {
         .next()
         .and_then(|a| std::path::Path::new(&a).file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    if invoked_as == commands::completion_hook_name() {
-        let args: Vec<String> = std::env::args().skip(1).collect();
+    // kubectl runs the hook with the words alone; the shell scripts pass `__complete` first.
+    if invoked_as == commands::completion_hook_name()
+        || std::env::args_os()
+            .nth(1)
+            .is_some_and(|a| a == "__complete")
+    {
+        let args: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let args = match args.first().map(String::as_str) {
             Some("__complete") | Some("__completeNoDesc") => &args[1..],
             _ => &args[..],
