@@ -8,6 +8,7 @@ pub mod calico;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod facts;

@@ -1,0 +1,256 @@
+//! From what the cluster returned (JSON, one LIST per kind) to the [`Network`] and the [`Engine`]:
+//! nodes and their host endpoints, pods as workload endpoints with the labels Calico gives them,
+//! namespaces with the labels namespaceSelector sees, policies compiled and ordered.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use crate::cluster::inventory::LiveState;
+use crate::facts::ClusterFacts;
+
+use super::eval::{Engine, Failsafe, Tunnels, VXLAN_PORT};
+use super::model::{Endpoint, EndpointKind, Labels, Network, Node, Protocol, Side};
+use super::policy::{CompiledPolicy, PolicyKind, compile_object};
+
+pub const NAMESPACE_NAME_LABEL: &str = "projectcalico.org/name";
+pub const POD_NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
+pub const POD_ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
+pub const POD_SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+fn labels_of(v: &Value) -> Labels {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ips(values: impl IntoIterator<Item = Option<String>>) -> Vec<IpAddr> {
+    values
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn named_ports(pod: &Value) -> Vec<(String, Protocol, u16)> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("ports").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| {
+            let name = p.get("name")?.as_str()?.to_string();
+            let protocol =
+                Protocol::parse(p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))?;
+            let port = u16::try_from(p.get("containerPort")?.as_u64()?).ok()?;
+            Some((name, protocol, port))
+        })
+        .collect()
+}
+
+/// Nodes, host endpoints, pods and namespaces, as policy sees them.
+pub fn network(live: &LiveState) -> Network {
+    let inv = &live.inventory;
+    let mut net = Network::default();
+    for node in &inv.nodes {
+        let Some(name) = str_at(node, "/metadata/name") else {
+            continue;
+        };
+        let node_ips = ips(node
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|a| str_at(a, "/type") == Some("InternalIP"))
+            .map(|a| str_at(a, "/address").map(str::to_string)));
+        net.nodes_by_name.insert(name.to_string(), net.nodes.len());
+        for ip in &node_ips {
+            net.sides_by_ip.insert(*ip, Side::Host(net.nodes.len()));
+        }
+        net.nodes.push(Node {
+            name: name.to_string(),
+            labels: labels_of(node),
+            ips: node_ips,
+            host_endpoint: None,
+        });
+    }
+
+    for ns in &inv.namespaces {
+        let Some(name) = str_at(ns, "/metadata/name") else {
+            continue;
+        };
+        let mut labels = labels_of(ns);
+        labels.insert(NAMESPACE_NAME_LABEL.into(), name.to_string());
+        net.namespaces.insert(name.to_string(), labels);
+    }
+
+    for pod in &inv.pods {
+        let phase = str_at(pod, "/status/phase").unwrap_or("Running");
+        if matches!(phase, "Succeeded" | "Failed") {
+            continue;
+        }
+        let (Some(namespace), Some(name)) = (
+            str_at(pod, "/metadata/namespace"),
+            str_at(pod, "/metadata/name"),
+        ) else {
+            continue;
+        };
+        let key = format!("{namespace}/{name}");
+        let node = str_at(pod, "/spec/nodeName").and_then(|n| net.nodes_by_name.get(n).copied());
+        if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
+            if let Some(node) = node {
+                net.host_network_pods.insert(key, node);
+            }
+            continue;
+        }
+        let service_account = str_at(pod, "/spec/serviceAccountName")
+            .unwrap_or("default")
+            .to_string();
+        let mut labels = labels_of(pod);
+        labels.insert(POD_NAMESPACE_LABEL.into(), namespace.to_string());
+        labels.insert(POD_ORCHESTRATOR_LABEL.into(), "k8s".into());
+        labels.insert(POD_SERVICE_ACCOUNT_LABEL.into(), service_account.clone());
+        let mut pod_ips: Vec<Option<String>> = pod
+            .pointer("/status/podIPs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| str_at(p, "/ip").map(str::to_string))
+            .collect();
+        if pod_ips.is_empty() {
+            pod_ips.push(str_at(pod, "/status/podIP").map(str::to_string));
+        }
+        let index = net.endpoints.len();
+        let endpoint = Endpoint {
+            kind: EndpointKind::Workload {
+                namespace: namespace.to_string(),
+                pod: name.to_string(),
+                node,
+                service_account: service_account.clone(),
+            },
+            labels,
+            ips: ips(pod_ips),
+            profiles: vec![
+                format!("kns.{namespace}"),
+                format!("ksa.{namespace}.{service_account}"),
+            ],
+            named_ports: named_ports(pod),
+        };
+        for ip in &endpoint.ips {
+            net.sides_by_ip.insert(*ip, Side::Pod(index));
+        }
+        net.endpoints.push(endpoint);
+        net.pods_by_name.insert(key, index);
+    }
+    // Host endpoints after pods, so a pod's index is the same with or without them.
+    for hep in &inv.host_endpoints {
+        let Some(node) = str_at(hep, "/spec/node").and_then(|n| net.nodes_by_name.get(n).copied())
+        else {
+            continue;
+        };
+        let name = str_at(hep, "/metadata/name")
+            .unwrap_or_default()
+            .to_string();
+        let interface = str_at(hep, "/spec/interfaceName").unwrap_or_default();
+        let expected = hep
+            .pointer("/spec/expectedIPs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().map(str::to_string));
+        let profiles = hep
+            .pointer("/spec/profiles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        let index = net.endpoints.len();
+        net.endpoints.push(Endpoint {
+            kind: EndpointKind::Host {
+                node,
+                hep_name: name,
+            },
+            labels: labels_of(hep),
+            ips: ips(expected),
+            profiles,
+            named_ports: Vec::new(),
+        });
+        // An all-interfaces endpoint polices every interface; otherwise the first one found.
+        let slot = &mut net.nodes[node].host_endpoint;
+        if slot.is_none() || interface == "*" {
+            *slot = Some(index);
+        }
+    }
+
+    net
+}
+
+/// Encapsulation from the IPPools: VXLAN or IPIP when any pool uses it (CrossSubnet counts,
+/// it encapsulates across subnets); unknown pools mean VXLAN is assumed, with a note.
+pub fn tunnels(ip_pools: Option<&[Value]>, notes: &mut Vec<String>) -> Tunnels {
+    let Some(pools) = ip_pools else {
+        notes.push("IPPools could not be read: VXLAN (udp/4789) between nodes is assumed".into());
+        return Tunnels {
+            vxlan_port: Some(VXLAN_PORT),
+            ipip: false,
+        };
+    };
+    let uses = |field: &str| {
+        pools.iter().any(|p| {
+            matches!(
+                str_at(p, &format!("/spec/{field}")),
+                Some("Always" | "CrossSubnet")
+            )
+        })
+    };
+    Tunnels {
+        vxlan_port: uses("vxlanMode").then_some(VXLAN_PORT),
+        ipip: uses("ipipMode"),
+    }
+}
+
+/// Every live GlobalNetworkPolicy and NetworkPolicy, compiled; ones we cannot read become notes.
+pub fn policies(live: &LiveState, notes: &mut Vec<String>) -> Vec<CompiledPolicy> {
+    let mut out = Vec::new();
+    for (kind, list) in [
+        (PolicyKind::Global, &live.global_network_policies),
+        (PolicyKind::Namespaced, &live.network_policies),
+    ] {
+        for object in list {
+            match compile_object(kind, object) {
+                Ok(p) => out.push(p),
+                Err(e) => notes.push(e),
+            }
+        }
+    }
+    out
+}
+
+/// The engine for a cluster state.
+pub fn engine(live: &LiveState, facts: &ClusterFacts) -> Engine {
+    let mut notes = Vec::new();
+    let network = network(live);
+    let policies = policies(live, &mut notes);
+    let tunnels = tunnels(live.inventory.ip_pools.as_deref(), &mut notes);
+    Engine::new(
+        network,
+        policies,
+        &HashMap::new(),
+        Failsafe::from_facts(&facts.failsafe),
+        tunnels,
+        notes,
+    )
+}

@@ -1,0 +1,790 @@
+//! One scenario per documented rule of Calico's evaluation (see /work/shared/CALICO.md), plus the
+//! tutorial lab end to end through the stages' own rendered objects.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::calico::policy::Action;
+use crate::cluster::inventory::LiveState;
+use crate::facts::{ClusterFacts, FailsafeFacts};
+use crate::stages::{self, StageId, StageOptions, StageRender};
+
+use super::build;
+use super::eval::{Decider, Engine, Failsafe, HopKind, Tunnels, Verdict};
+use super::flows::FlowCategory;
+use super::model::{Flow, Protocol};
+use super::policy::PolicyKind;
+use super::report;
+use super::scenario::state_after;
+
+fn node(name: &str, ip: &str, control: bool) -> Value {
+    let mut labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/hostname": name});
+    if control {
+        labels["node-role.kubernetes.io/control-plane"] = json!("");
+    }
+    json!({"metadata": {"name": name, "labels": labels},
+           "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+}
+
+fn pod(ns: &str, name: &str, node: &str, ip: &str, labels: Value) -> Value {
+    json!({"metadata": {"namespace": ns, "name": name, "labels": labels},
+           "spec": {"nodeName": node, "serviceAccountName": "default",
+                    "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+fn host_pod(ns: &str, name: &str, node: &str, labels: Value) -> Value {
+    json!({"metadata": {"namespace": ns, "name": name, "labels": labels},
+           "spec": {"nodeName": node, "hostNetwork": true, "containers": [{"name": "c"}]},
+           "status": {"phase": "Running"}})
+}
+
+fn namespace(name: &str, labels: Value) -> Value {
+    json!({"metadata": {"name": name, "labels": labels}})
+}
+
+fn hep(node_json: &Value, profiles: &[&str]) -> Value {
+    let name = node_json["metadata"]["name"].as_str().unwrap();
+    json!({"metadata": {"name": format!("{name}-hep"), "labels": node_json["metadata"]["labels"]},
+           "spec": {"node": name, "interfaceName": "*",
+                    "expectedIPs": [node_json["status"]["addresses"][0]["address"]],
+                    "profiles": profiles}})
+}
+
+fn gnp(name: &str, spec: Value) -> Value {
+    json!({"metadata": {"name": name}, "spec": spec})
+}
+
+fn np(ns: &str, name: &str, spec: Value) -> Value {
+    json!({"metadata": {"namespace": ns, "name": name}, "spec": spec})
+}
+
+/// Two nodes (n1 control, n2), a pod on each, namespaces `app` (team: a) and `other`.
+fn small(heps: bool, gnps: Vec<Value>, nps: Vec<Value>) -> LiveState {
+    let n1 = node("n1", "10.0.0.1", true);
+    let n2 = node("n2", "10.0.0.2", false);
+    let mut live = LiveState::default();
+    live.inventory.pods = vec![
+        pod("app", "web", "n1", "10.1.0.1", json!({"app": "web"})),
+        pod("app", "db", "n2", "10.1.0.2", json!({"app": "db"})),
+        pod(
+            "other",
+            "client",
+            "n2",
+            "10.1.0.3",
+            json!({"app": "client"}),
+        ),
+        host_pod(
+            "calico-system",
+            "calico-node-x",
+            "n2",
+            json!({"k8s-app": "calico-node"}),
+        ),
+    ];
+    if heps {
+        live.inventory.host_endpoints = vec![hep(&n1, &[]), hep(&n2, &[])];
+    }
+    live.inventory.nodes = vec![n1, n2];
+    live.inventory.namespaces = vec![
+        namespace("app", json!({"team": "a"})),
+        namespace("other", json!({})),
+    ];
+    live.inventory.ip_pools = Some(vec![json!({"spec": {"vxlanMode": "Always"}})]);
+    live.global_network_policies = gnps;
+    live.network_policies = nps;
+    live
+}
+
+fn engine(live: &LiveState) -> Engine {
+    build::engine(live, &ClusterFacts::tutorial_lab())
+}
+
+fn flow(engine: &Engine, from: &str, to: &str, protocol: Protocol, port: u16) -> Flow {
+    let net = &engine.network;
+    Flow {
+        src: net.resolve(from).unwrap_or_else(|| panic!("{from}")),
+        dst: net.resolve(to).unwrap_or_else(|| panic!("{to}")),
+        protocol,
+        port,
+    }
+}
+
+fn check(engine: &Engine, from: &str, to: &str, protocol: Protocol, port: u16) -> Verdict {
+    engine.evaluate(&flow(engine, from, to, protocol, port))
+}
+
+fn tcp(engine: &Engine, from: &str, to: &str, port: u16) -> Verdict {
+    check(engine, from, to, Protocol::TCP, port)
+}
+
+/// "GlobalNetworkPolicy/x ingress rule 1 (Allow)"-style text of the deciding hop.
+fn decided(engine: &Engine, v: &Verdict) -> String {
+    report::decision(engine, v).decided_by
+}
+
+fn deny_all_tcp(order: u32, selector: &str) -> Value {
+    json!({"order": order, "selector": selector, "types": ["Ingress"],
+           "ingress": [{"action": "Deny", "protocol": "TCP"}]})
+}
+
+#[test]
+fn lower_order_first_then_name() {
+    let allow = json!({"order": 10, "selector": "app == 'db'", "types": ["Ingress"],
+                       "ingress": [{"action": "Allow", "protocol": "TCP"}]});
+    let live = small(
+        false,
+        vec![
+            gnp("b-allow", allow.clone()),
+            gnp("a-deny", deny_all_tcp(10, "app == 'db'")),
+        ],
+        vec![],
+    );
+    let e = engine(&live);
+    let v = tcp(&e, "app/web", "app/db", 8080);
+    assert!(!v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "GlobalNetworkPolicy/a-deny ingress rule 1 (Deny)"
+    );
+
+    let live = small(
+        false,
+        vec![
+            gnp("b-allow", allow),
+            gnp("a-deny", deny_all_tcp(11, "app == 'db'")),
+        ],
+        vec![],
+    );
+    let e = engine(&live);
+    let v = tcp(&e, "app/web", "app/db", 8080);
+    assert!(v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "GlobalNetworkPolicy/b-allow ingress rule 1 (Allow)"
+    );
+}
+
+#[test]
+fn a_policy_without_order_comes_last() {
+    let mut late = deny_all_tcp(0, "all()");
+    late.as_object_mut().unwrap().remove("order");
+    let allow = json!({"order": 5000, "types": ["Ingress"], "ingress": [{"action": "Allow"}]});
+    let e = engine(&small(
+        false,
+        vec![gnp("a-no-order", late), gnp("z", allow)],
+        vec![],
+    ));
+    assert!(tcp(&e, "app/web", "app/db", 80).allowed);
+}
+
+#[test]
+fn log_rules_log_and_continue() {
+    let spec = json!({"order": 1, "types": ["Ingress"],
+                      "ingress": [{"action": "Log"}, {"action": "Allow", "protocol": "TCP"}]});
+    let e = engine(&small(false, vec![gnp("log-then-allow", spec)], vec![]));
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "GlobalNetworkPolicy/log-then-allow ingress rule 2 (Allow)"
+    );
+}
+
+#[test]
+fn pass_skips_to_the_next_tier_and_the_last_pass_reaches_profiles() {
+    let pass = json!({"tier": "security", "order": 1, "types": ["Ingress"],
+                      "ingress": [{"action": "Pass", "protocol": "TCP"}, {"action": "Deny"}]});
+    let deny = json!({"order": 1, "types": ["Ingress"], "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [22]}}]});
+    let live = small(
+        false,
+        vec![gnp("security.pass-tcp", pass.clone()), gnp("deny-22", deny)],
+        vec![],
+    );
+    let net = build::network(&live);
+    let mut notes = Vec::new();
+    let policies = build::policies(&live, &mut notes);
+    let tiers = HashMap::from([("security".to_string(), 100.0)]);
+    let e = Engine::new(
+        net,
+        policies,
+        &tiers,
+        Failsafe::default(),
+        Tunnels::default(),
+        notes,
+    );
+    // Passed by the security tier, then denied by the default tier.
+    let v = tcp(&e, "app/web", "app/db", 22);
+    assert!(!v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "GlobalNetworkPolicy/deny-22 ingress rule 1 (Deny)"
+    );
+    // Passed, then the default tier's only policy has no matching rule: end of tier, deny.
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(!v.allowed);
+    assert!(
+        matches!(v.hops.last().unwrap().decider, Decider::EndOfTier { ref tier, .. } if tier == "default")
+    );
+    // UDP is denied by the security tier itself.
+    assert!(!check(&e, "app/web", "app/db", Protocol::UDP, 53).allowed);
+
+    // Only the security tier: a pass reaches the profiles.
+    let live = small(false, vec![gnp("security.pass-tcp", pass)], vec![]);
+    let net = build::network(&live);
+    let policies = build::policies(&live, &mut Vec::new());
+    let e = Engine::new(
+        net,
+        policies,
+        &tiers,
+        Failsafe::default(),
+        Tunnels::default(),
+        vec![],
+    );
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(v.allowed);
+    assert_eq!(decided(&e, &v), "profile kns.app (no policy applies)");
+}
+
+#[test]
+fn a_tier_that_selects_the_endpoint_but_matches_nothing_denies() {
+    let spec = json!({"order": 1, "selector": "app == 'db'", "types": ["Ingress"],
+                      "ingress": [{"action": "Allow", "protocol": "UDP"}]});
+    let e = engine(&small(false, vec![gnp("udp-only", spec)], vec![]));
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(
+        !v.allowed,
+        "the kns profile would allow, but the tier ends in deny"
+    );
+    assert_eq!(
+        decided(&e, &v),
+        "end of tier default: no ingress rule matched in GlobalNetworkPolicy/udp-only"
+    );
+    // Not selected: the profile decides.
+    assert!(tcp(&e, "app/db", "app/web", 80).allowed);
+}
+
+#[test]
+fn no_policy_means_the_profile_decides() {
+    let e = engine(&small(false, vec![], vec![]));
+    let v = tcp(&e, "app/web", "other/client", 80);
+    assert!(v.allowed);
+    assert_eq!(
+        v.hops.len(),
+        2,
+        "egress at web, ingress at client: no host endpoints"
+    );
+    assert_eq!(decided(&e, &v), "profile kns.other (no policy applies)");
+}
+
+#[test]
+fn host_endpoint_without_policy_or_profile_denies_except_failsafe() {
+    let e = engine(&small(true, vec![], vec![]));
+    let v = tcp(&e, "n2", "n1", 10250);
+    assert!(!v.allowed);
+    assert_eq!(v.hops[0].kind, HopKind::SourceEgress);
+    assert_eq!(decided(&e, &v), "no policy and no profile: denied");
+    let v = tcp(&e, "n2", "n1", 6443);
+    assert!(v.allowed, "tcp:6443 is failsafe both ways");
+    assert_eq!(decided(&e, &v), "failsafe inbound port tcp:6443");
+    // Outbound udp:53 is failsafe, but n1 has no inbound failsafe for it.
+    let v = check(&e, "n2", "n1", Protocol::UDP, 53);
+    assert!(!v.allowed);
+    assert_eq!(
+        v.hops[0].decider,
+        Decider::Failsafe {
+            inbound: false,
+            entry: "udp:53".into()
+        }
+    );
+    assert_eq!(v.hops[1].kind, HopKind::DestinationIngress);
+
+    // A host-networked pod is its host.
+    let v = tcp(&e, "calico-system/calico-node-x", "n1", 2379);
+    assert!(v.allowed);
+
+    // With Felix's failsafe turned off nothing gets through.
+    let mut facts = ClusterFacts::tutorial_lab();
+    facts.failsafe = FailsafeFacts {
+        inbound: vec![],
+        outbound: vec![],
+        defaults: false,
+    };
+    let e = build::engine(&small(true, vec![], vec![]), &facts);
+    assert!(!tcp(&e, "n2", "n1", 6443).allowed);
+}
+
+#[test]
+fn types_default_to_egress_with_egress_rules_and_ingress_without_rules() {
+    let egress_only = json!({"order": 1, "selector": "app == 'web'",
+                             "egress": [{"action": "Allow", "protocol": "UDP"}]});
+    let e = engine(&small(false, vec![gnp("egress-only", egress_only)], vec![]));
+    assert!(
+        !tcp(&e, "app/web", "app/db", 80).allowed,
+        "egress is policed"
+    );
+    assert!(check(&e, "app/web", "app/db", Protocol::UDP, 53).allowed);
+    assert!(
+        tcp(&e, "app/db", "app/web", 80).allowed,
+        "ingress is not: the profile decides"
+    );
+
+    let no_rules = json!({"order": 1, "selector": "app == 'web'"});
+    let e = engine(&small(false, vec![gnp("no-rules", no_rules)], vec![]));
+    assert!(
+        !tcp(&e, "app/db", "app/web", 80).allowed,
+        "no rules at all: Ingress, deny"
+    );
+    assert!(tcp(&e, "app/web", "app/db", 80).allowed, "egress untouched");
+}
+
+#[test]
+fn host_endpoint_policy_applies_to_forwarded_traffic_only_with_apply_on_forward() {
+    let hosts = deny_all_tcp(1, "has(kubernetes.io/os)");
+    let e = engine(&small(true, vec![gnp("hosts-deny", hosts.clone())], vec![]));
+    let v = tcp(&e, "other/client", "app/web", 80);
+    assert!(v.allowed, "pod to pod across nodes is forwarded: {v:?}");
+    assert!(
+        v.hops
+            .iter()
+            .any(|h| h.decider == Decider::ForwardedWithoutPolicy)
+    );
+    assert!(!tcp(&e, "n2", "n1", 80).allowed, "host to host is policed");
+
+    let mut forward = hosts;
+    forward["applyOnForward"] = json!(true);
+    let e = engine(&small(true, vec![gnp("hosts-deny", forward)], vec![]));
+    let v = tcp(&e, "other/client", "app/web", 80);
+    assert!(!v.allowed);
+    let denying = v.hops.iter().find(|h| !h.allowed).unwrap();
+    assert_eq!(denying.kind, HopKind::ForwardIngress);
+    // Same node: not forwarded through a host endpoint.
+    assert!(tcp(&e, "other/client", "app/db", 80).allowed);
+}
+
+#[test]
+fn namespace_selectors_global_and_namespaced_scope() {
+    // Rule peer `global()`: hosts only.
+    let from_hosts = json!({"order": 1, "selector": "app == 'web'", "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "source": {"selector": "all()", "namespaceSelector": "global()"}}]});
+    let e = engine(&small(true, vec![gnp("from-hosts", from_hosts)], vec![]));
+    let hosts_allowed = tcp(&e, "n2", "app/web", 80);
+    assert!(
+        !hosts_allowed.hops[0].allowed,
+        "n2's own egress has no policy nor profile"
+    );
+    let v = e.evaluate(&flow(&e, "n2", "app/web", Protocol::TCP, 80));
+    assert!(v.hops.iter().any(|h| h.kind == HopKind::DestinationIngress) || !v.allowed);
+    let v = tcp(&e, "other/client", "app/web", 80);
+    assert!(!v.allowed, "a pod is not a global() endpoint");
+
+    // Without HEPs egress from n2 is not policed, and global() matches only HEPs, so nothing.
+    // With HEPs that allow egress, global() matches n2's host endpoint.
+    let from_hosts = json!({"order": 1, "selector": "app == 'web'", "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "source": {"namespaceSelector": "global()"}}]});
+    let mut live = small(true, vec![gnp("from-hosts", from_hosts)], vec![]);
+    for h in &mut live.inventory.host_endpoints {
+        h["spec"]["profiles"] = json!(["projectcalico-default-allow"]);
+    }
+    let e = engine(&live);
+    assert!(tcp(&e, "n2", "app/web", 80).allowed);
+
+    // A GNP rule selector without namespaceSelector sees pods in every namespace and hosts.
+    let any = json!({"order": 1, "selector": "app == 'web'", "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "source": {"selector": "app == 'client' || has(kubernetes.io/os)"}}]});
+    let e = engine(&live_with(&live, vec![gnp("any", any)], vec![]));
+    assert!(tcp(&e, "other/client", "app/web", 80).allowed);
+    assert!(tcp(&e, "n2", "app/web", 80).allowed);
+    assert!(!tcp(&e, "app/db", "app/web", 80).allowed);
+
+    // The same selector in a NetworkPolicy only sees its own namespace.
+    let ns_policy = json!({"order": 1, "selector": "app == 'web'", "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "source": {"selector": "app == 'client' || app == 'db'"}}]});
+    let e = engine(&live_with(&live, vec![], vec![np("app", "web", ns_policy)]));
+    assert!(!tcp(&e, "other/client", "app/web", 80).allowed);
+    assert!(tcp(&e, "app/db", "app/web", 80).allowed);
+
+    // namespaceSelector on the rule: pods in matching namespaces.
+    let by_ns = json!({"order": 1, "selector": "app == 'web'", "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "source": {"namespaceSelector": "projectcalico.org/name == 'other'"}}]});
+    let e = engine(&live_with(&live, vec![], vec![np("app", "web", by_ns)]));
+    assert!(tcp(&e, "other/client", "app/web", 80).allowed);
+    assert!(!tcp(&e, "app/db", "app/web", 80).allowed);
+
+    // A GNP's policy-level namespaceSelector selects pods by namespace labels, never hosts.
+    let team_a = json!({"order": 1, "namespaceSelector": "team == 'a'", "types": ["Ingress"],
+        "ingress": [{"action": "Deny"}]});
+    let e = engine(&live_with(&live, vec![gnp("team-a", team_a)], vec![]));
+    assert!(!tcp(&e, "other/client", "app/db", 80).allowed);
+    assert!(tcp(&e, "app/db", "other/client", 80).allowed);
+    assert!(
+        tcp(&e, "app/db", "n1", 80).allowed,
+        "n1 is not selected: its profile allows"
+    );
+}
+
+fn live_with(base: &LiveState, gnps: Vec<Value>, nps: Vec<Value>) -> LiveState {
+    let mut live = base.clone();
+    live.global_network_policies = gnps;
+    live.network_policies = nps;
+    live
+}
+
+#[test]
+fn not_nets_not_ports_and_port_ranges() {
+    let spec = json!({"order": 1, "selector": "app == 'db'", "types": ["Ingress"], "ingress": [
+        {"action": "Allow", "protocol": "TCP",
+         "source": {"notNets": ["10.1.0.3/32"]},
+         "destination": {"ports": ["8000:8100", 443], "notPorts": [8081]}}]});
+    let e = engine(&small(false, vec![gnp("ranges", spec)], vec![]));
+    assert!(tcp(&e, "app/web", "app/db", 8000).allowed);
+    assert!(tcp(&e, "app/web", "app/db", 8100).allowed);
+    assert!(tcp(&e, "app/web", "app/db", 443).allowed);
+    assert!(!tcp(&e, "app/web", "app/db", 8081).allowed, "notPorts");
+    assert!(!tcp(&e, "app/web", "app/db", 8101).allowed);
+    assert!(!tcp(&e, "other/client", "app/db", 8000).allowed, "notNets");
+
+    let named = json!({"order": 1, "selector": "app == 'db'", "types": ["Ingress"], "ingress": [
+        {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["http"]}}]});
+    let e = engine(&small(false, vec![gnp("named", named)], vec![]));
+    assert!(
+        tcp(&e, "app/web", "app/db", 8080).allowed,
+        "named port resolves on the destination pod"
+    );
+    assert!(!tcp(&e, "app/web", "app/db", 8081).allowed);
+
+    let nets = json!({"order": 1, "selector": "app == 'web'", "types": ["Egress"], "egress": [
+        {"action": "Allow", "destination": {"nets": ["8.8.8.0/24"]}}]});
+    let e = engine(&small(false, vec![gnp("nets", nets)], vec![]));
+    assert!(check(&e, "app/web", "8.8.8.8", Protocol::UDP, 53).allowed);
+    assert!(!check(&e, "app/web", "1.1.1.1", Protocol::UDP, 53).allowed);
+}
+
+#[test]
+fn tunnels_between_calico_hosts_pass_before_policy() {
+    let e = engine(&small(
+        true,
+        vec![gnp("deny", deny_all_tcp(1, "all()"))],
+        vec![],
+    ));
+    let v = check(&e, "n1", "n2", Protocol::UDP, 4789);
+    assert!(v.allowed);
+    assert_eq!(v.hops[0].decider, Decider::Tunnel);
+    assert!(
+        !check(&e, "n1", "n2", Protocol::IPIP, 0).allowed,
+        "the pool does not use IPIP"
+    );
+}
+
+#[test]
+fn bad_selectors_match_nothing_and_are_reported() {
+    let spec = json!({"order": 1, "selector": "app == ", "types": ["Ingress"], "ingress": [{"action": "Deny"}]});
+    let e = engine(&small(false, vec![gnp("broken", spec)], vec![]));
+    assert!(tcp(&e, "app/web", "app/db", 80).allowed);
+    assert!(
+        e.notes
+            .iter()
+            .any(|n| n.contains("broken") && n.contains("selects nothing")),
+        "{:?}",
+        e.notes
+    );
+}
+
+#[test]
+fn explain_traces_every_rule_considered() {
+    let spec = json!({"order": 1, "selector": "app == 'db'", "types": ["Ingress"], "ingress": [
+        {"action": "Allow", "protocol": "UDP"},
+        {"action": "Log"},
+        {"action": "Deny", "protocol": "TCP", "source": {"selector": "app == 'web'"}}]});
+    let e = engine(&small(false, vec![gnp("traced", spec)], vec![]));
+    let v = e.explain(&flow(&e, "app/web", "app/db", Protocol::TCP, 80));
+    let ingress = v
+        .hops
+        .iter()
+        .find(|h| h.kind == HopKind::DestinationIngress)
+        .unwrap();
+    let rules = &ingress.trace[0].rules;
+    assert_eq!(rules.len(), 3);
+    assert!(
+        !rules[0].matched && rules[0].reason.contains("protocol udp is not tcp"),
+        "{}",
+        rules[0].reason
+    );
+    assert!(rules[1].matched);
+    assert!(rules[2].matched);
+    assert_eq!(
+        ingress.decider,
+        Decider::Rule {
+            policy: 0,
+            rule: 2,
+            action: Action::Deny
+        }
+    );
+    assert_eq!(e.policies[0].kind, PolicyKind::Global);
+}
+
+// --- The tutorial lab, through the stages' own objects ---------------------------------------
+
+/// The lab seed's shape with routable addresses (the test seed's are in 127.0.0.0/8).
+fn lab() -> (LiveState, ClusterFacts) {
+    lab_with_prefix("10.0")
+}
+
+fn lab_with_prefix(prefix: &str) -> (LiveState, ClusterFacts) {
+    let ip = |rest: &str| format!("{prefix}.{rest}");
+    let nodes = vec![
+        node("control", &ip("10.1"), true),
+        node("node1", &ip("10.2"), false),
+        node("node2", &ip("10.3"), false),
+    ];
+    let mut pods = vec![
+        pod(
+            "kube-system",
+            "coredns-a",
+            "control",
+            &ip("100.2"),
+            json!({"k8s-app": "kube-dns"}),
+        ),
+        pod(
+            "kube-system",
+            "coredns-b",
+            "node1",
+            &ip("101.2"),
+            json!({"k8s-app": "kube-dns"}),
+        ),
+        host_pod(
+            "calico-system",
+            "calico-typha-x",
+            "node1",
+            json!({"k8s-app": "calico-typha"}),
+        ),
+        pod(
+            "calico-system",
+            "calico-kube-controllers-x",
+            "control",
+            &ip("100.3"),
+            json!({"k8s-app": "calico-kube-controllers"}),
+        ),
+        pod(
+            "app-frontend",
+            "frontend-a",
+            "node1",
+            &ip("101.4"),
+            json!({"app": "frontend"}),
+        ),
+        pod(
+            "app-backend",
+            "backend-a",
+            "node2",
+            &ip("102.4"),
+            json!({"app": "backend"}),
+        ),
+        pod(
+            "calico-apiserver",
+            "calico-apiserver-a",
+            "node1",
+            &ip("101.3"),
+            json!({"k8s-app": "calico-apiserver"}),
+        ),
+        pod(
+            "calico-apiserver",
+            "calico-apiserver-b",
+            "node2",
+            &ip("102.2"),
+            json!({"k8s-app": "calico-apiserver"}),
+        ),
+    ];
+    for n in ["control", "node1", "node2"] {
+        pods.push(host_pod(
+            "calico-system",
+            &format!("calico-node-{n}"),
+            n,
+            json!({"k8s-app": "calico-node"}),
+        ));
+    }
+    pods[0]["spec"]["containers"][0]["ports"] =
+        json!([{"name": "dns", "containerPort": 53, "protocol": "UDP"}]);
+    let mut live = LiveState::default();
+    live.inventory.nodes = nodes;
+    live.inventory.system_pods = pods
+        .iter()
+        .filter(|p| crate::facts::is_system_pod(p))
+        .cloned()
+        .collect();
+    live.inventory.pods = pods;
+    live.inventory.namespaces = [
+        "kube-system",
+        "calico-system",
+        "calico-apiserver",
+        "app-frontend",
+        "app-backend",
+    ]
+    .iter()
+    .map(|n| namespace(n, json!({})))
+    .collect();
+    live.inventory.ip_pools = Some(vec![
+        json!({"spec": {"vxlanMode": "CrossSubnet", "ipipMode": "Never"}}),
+    ]);
+    let mut facts = crate::facts::detect(&live.inventory);
+    facts.calico_api = crate::facts::CalicoApiMode::AggregatedApiserver;
+    (live, facts)
+}
+
+/// `up`: every policy stage's objects, as if applied.
+fn after_up(live: &LiveState, facts: &ClusterFacts, options: &StageOptions) -> LiveState {
+    let mut state = live.clone();
+    for stage in StageId::policy_stages() {
+        if let StageRender::Objects(objects) = stages::render(stage, facts, options) {
+            for o in objects {
+                match o.kind {
+                    crate::calico::policy::CalicoKind::NetworkPolicy => {
+                        state.network_policies.push(o.manifest)
+                    }
+                    _ => state.global_network_policies.push(o.manifest),
+                }
+            }
+        }
+    }
+    state
+}
+
+fn lost(report: &report::FlowReport) -> Vec<String> {
+    report
+        .lost()
+        .map(|f| format!("{} {}", f.title, f.label()))
+        .collect()
+}
+
+#[test]
+fn fresh_lab_allows_every_critical_flow() {
+    let (live, facts) = lab();
+    let report = report::check(&live, &facts, &StageOptions::with_defaults(), None);
+    let denied: Vec<_> = report.denied_in_the_end().map(|f| f.label()).collect();
+    assert!(denied.is_empty(), "{denied:?}");
+    for category in [
+        FlowCategory::NodesToApiserver,
+        FlowCategory::ApiserverToKubelet,
+        FlowCategory::NodesToTypha,
+        FlowCategory::PodsToDns,
+        FlowCategory::Bgp,
+        FlowCategory::Encapsulation,
+        FlowCategory::ApiserverToCalicoApiserver,
+    ] {
+        assert!(
+            report.flows.iter().any(|f| f.category == category),
+            "{category:?}"
+        );
+    }
+}
+
+#[test]
+fn lab_after_up_and_lockdown_keeps_every_critical_flow() {
+    let (live, facts) = lab();
+    let options = StageOptions::with_defaults();
+    let hardened = after_up(&live, &facts, &options);
+    let report = report::check(&hardened, &facts, &options, Some(StageId::Lockdown));
+    assert_eq!(lost(&report), Vec::<String>::new());
+}
+
+#[test]
+fn lab_without_the_kubelet_stage_loses_kubelet_at_lockdown() {
+    let (live, facts) = lab();
+    let options = StageOptions::with_defaults();
+    let mut hardened = after_up(&live, &facts, &options);
+    hardened
+        .global_network_policies
+        .retain(|p| p["metadata"]["name"] != "kapi-to-kubelet");
+    let report = report::check(&hardened, &facts, &options, Some(StageId::Lockdown));
+    let lost = lost(&report);
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert!(lost.iter().all(|l| l.contains("tcp/10250")), "{lost:?}");
+    let f = report.lost().next().unwrap();
+    assert!(
+        f.after
+            .as_ref()
+            .unwrap()
+            .decided_by
+            .contains("end of tier default"),
+        "{:?}",
+        f.after
+    );
+}
+
+#[test]
+fn lockdown_scenario_removes_the_safety_net_and_adds_auto_host_endpoints() {
+    let (live, facts) = lab();
+    let options = StageOptions::with_defaults();
+    let hardened = after_up(&live, &facts, &options);
+    let state = state_after(&hardened, &facts, &options, Some(StageId::Lockdown));
+    assert!(
+        state
+            .global_network_policies
+            .iter()
+            .all(|p| p["metadata"]["name"] != "final-allow-everything")
+    );
+    assert_eq!(state.inventory.host_endpoints.len(), 3);
+    let hep = &state.inventory.host_endpoints[0];
+    assert_eq!(hep["metadata"]["name"], "control-auto-hep");
+    assert_eq!(
+        hep["spec"]["profiles"],
+        json!(["projectcalico-default-allow"])
+    );
+    assert_eq!(
+        hep["metadata"]["labels"]["projectcalico.org/created-by"],
+        "calico-kube-controllers"
+    );
+    // The safety net alone keeps everything while host endpoints appear.
+    let safety_only = state_after(&hardened, &facts, &options, Some(StageId::EnableHep));
+    let report = report::check(&safety_only, &facts, &options, None);
+    assert_eq!(report.denied_in_the_end().count(), 0);
+}
+
+#[test]
+fn on_loopback_addresses_the_localhost_stage_allows_all_host_traffic() {
+    // The test control plane's nodes live in 127.0.0.0/8, which the localhost stage allows as
+    // a destination: host-to-host flows pass there even without their own stage.
+    let (live, facts) = lab_with_prefix("127.0");
+    let options = StageOptions::with_defaults();
+    let mut hardened = after_up(&live, &facts, &options);
+    hardened
+        .global_network_policies
+        .retain(|p| p["metadata"]["name"] != "kapi-to-kubelet");
+    let report = report::check(&hardened, &facts, &options, Some(StageId::Lockdown));
+    let kubelet = report
+        .flows
+        .iter()
+        .find(|f| f.category == FlowCategory::ApiserverToKubelet)
+        .unwrap();
+    assert!(kubelet.after.as_ref().unwrap().allowed);
+    assert!(
+        kubelet
+            .after
+            .as_ref()
+            .unwrap()
+            .decided_by
+            .contains("allow-containers-access-to-localhost")
+    );
+}
+
+#[test]
+fn the_tutorial_alone_loses_the_controllers_and_the_kubelet() {
+    let (live, facts) = lab();
+    let options = StageOptions::with_defaults();
+    let mut hardened = after_up(&live, &facts, &options);
+    hardened
+        .global_network_policies
+        .retain(|p| p["metadata"]["name"] != "kapi-to-kubelet");
+    hardened
+        .network_policies
+        .retain(|p| p["metadata"]["name"] != "calico-kube-controllers-to-kapi");
+    let report = report::check(&hardened, &facts, &options, Some(StageId::Lockdown));
+    let mut categories: Vec<FlowCategory> = report.lost().map(|f| f.category).collect();
+    categories.dedup();
+    assert_eq!(
+        categories,
+        vec![
+            FlowCategory::ApiserverToKubelet,
+            FlowCategory::CalicoToApiserver
+        ]
+    );
+}
