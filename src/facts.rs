@@ -168,6 +168,11 @@ pub struct Inventory {
     pub apiserver_endpoint_slices: Vec<Value>,
     /// Calico and DNS pods (selected by label), all namespaces.
     pub system_pods: Vec<Value>,
+    /// Every pod, all namespaces (the same LIST; `system_pods` is filtered from it), for the
+    /// flow check.
+    pub pods: Vec<Value>,
+    /// IPPools, for the encapsulation in use; None when they could not be read.
+    pub ip_pools: Option<Vec<Value>>,
     pub namespaces: Vec<Value>,
     pub kube_controllers_configuration: Option<Value>,
     pub felix_configuration: Option<Value>,
@@ -177,6 +182,19 @@ pub struct Inventory {
 /// Pods whose labels the facts read; the LIST asks for exactly these.
 pub const SYSTEM_POD_LABEL_SELECTOR: &str =
     "k8s-app in (calico-apiserver,calico-typha,calico-kube-controllers,calico-node,kube-dns)";
+
+/// The `k8s-app` values [`SYSTEM_POD_LABEL_SELECTOR`] selects.
+pub const SYSTEM_POD_APPS: &[&str] = &[
+    "calico-apiserver",
+    "calico-typha",
+    "calico-kube-controllers",
+    "calico-node",
+    "kube-dns",
+];
+
+pub fn is_system_pod(pod: &Value) -> bool {
+    label(pod, "k8s-app").is_some_and(|app| SYSTEM_POD_APPS.contains(&app))
+}
 
 const CONTROL_PLANE_ROLE_LABELS: &[&str] = &[
     "node-role.kubernetes.io/control-plane",

@@ -7,7 +7,7 @@ use super::api::{calico_path, calico_target};
 use super::errors::Target;
 use crate::calico::policy::CalicoKind;
 use crate::error::{Error, Result};
-use crate::facts::{CalicoApiMode, Inventory, SYSTEM_POD_LABEL_SELECTOR};
+use crate::facts::{CalicoApiMode, Inventory, is_system_pod};
 
 /// The inventory plus the live Calico policies, as the server returned them.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +105,18 @@ async fn list_core(cluster: &Cluster, path: &str, selector: Option<&str>, resour
         .unwrap_or_default())
 }
 
+/// IPPools tell which encapsulation is in use; without permission to read them the flow check
+/// assumes VXLAN and says so, so their absence never fails a command.
+async fn list_ip_pools(cluster: &Cluster) -> Result<Option<Vec<Value>>> {
+    let target = core_target("ippools.projectcalico.org");
+    Ok(cluster
+        .api
+        .list("/apis/projectcalico.org/v3/ippools", None, &target)
+        .await
+        .ok()
+        .flatten())
+}
+
 /// Read the cluster. Fails with a clear message when projectcalico.org/v3 is not served.
 pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
     let (mode, nodes, slices, pods, namespaces) = tokio::try_join!(
@@ -116,25 +128,29 @@ pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
             Some("kubernetes.io/service-name=kubernetes"),
             "endpointslices.discovery.k8s.io",
         ),
-        list_core(cluster, "/api/v1/pods", Some(SYSTEM_POD_LABEL_SELECTOR), "pods"),
+        // Every pod: the flow check needs application pods too; the facts filter system pods.
+        list_core(cluster, "/api/v1/pods", None, "pods"),
         list_core(cluster, "/api/v1/namespaces", None, "namespaces"),
     )?;
     if mode == CalicoApiMode::NotServed {
         return Err(not_served_error());
     }
-    let (kcc, felix, heps, gnps, nps) = tokio::try_join!(
+    let (kcc, felix, heps, gnps, nps, ip_pools) = tokio::try_join!(
         get_calico(cluster, CalicoKind::KubeControllersConfiguration, "default"),
         get_calico(cluster, CalicoKind::FelixConfiguration, "default"),
         list_calico(cluster, CalicoKind::HostEndpoint),
         list_calico(cluster, CalicoKind::GlobalNetworkPolicy),
         list_calico(cluster, CalicoKind::NetworkPolicy),
+        list_ip_pools(cluster),
     )?;
     Ok(LiveState {
         inventory: Inventory {
             calico_api: Some(mode),
             nodes,
             apiserver_endpoint_slices: slices,
-            system_pods: pods,
+            system_pods: pods.iter().filter(|p| is_system_pod(p)).cloned().collect(),
+            pods,
+            ip_pools,
             namespaces,
             kube_controllers_configuration: kcc,
             felix_configuration: felix,
