@@ -192,6 +192,13 @@ pub enum Command {
     #[command(visible_alias = "kapi-to-kubelet")]
     Kubelet,
 
+    /// Stage 10: calico-kube-controllers may reach the API server (not in the tutorial).
+    ///
+    /// NetworkPolicy calico-kube-controllers-to-kapi: the tutorial's policy for the controllers
+    /// only allows the calico-apiserver, which cuts them off from the API server at lockdown.
+    #[command(visible_alias = "calico-kube-controllers-to-kapi")]
+    ControllersToKapi,
+
     /// Every endpoint may reach a private registry.
     ///
     /// GNP private-registry-policy, for the given addresses and ports (default 5000).

@@ -198,6 +198,9 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         Command::SrcnatToKapi => stage::run(&ctx, StageId::SrcnatToKapi, stage::StageArgs::default()).await,
         Command::NodesToTypha => stage::run(&ctx, StageId::NodesToTypha, stage::StageArgs::default()).await,
         Command::Kubelet => stage::run(&ctx, StageId::Kubelet, stage::StageArgs::default()).await,
+        Command::ControllersToKapi => {
+            stage::run(&ctx, StageId::ControllersToKapi, stage::StageArgs::default()).await
+        }
         Command::Registry(args) => {
             stage::run(&ctx, StageId::Registry, stage::StageArgs::registry(&args.ip, &args.port)?).await
         }

@@ -52,6 +52,8 @@ pub enum StageId {
     NodesToTypha,
     #[value(alias = "kapi-to-kubelet")]
     Kubelet,
+    #[value(alias = "calico-kube-controllers-to-kapi")]
+    ControllersToKapi,
     #[value(alias = "private-registry")]
     Registry,
     EnableHep,
@@ -60,7 +62,7 @@ pub enum StageId {
 }
 
 impl StageId {
-    pub const ALL: [StageId; 13] = [
+    pub const ALL: [StageId; 14] = [
         Self::SafetyNet,
         Self::Localhost,
         Self::IsolateApps,
@@ -71,6 +73,7 @@ impl StageId {
         Self::SrcnatToKapi,
         Self::NodesToTypha,
         Self::Kubelet,
+        Self::ControllersToKapi,
         Self::Registry,
         Self::EnableHep,
         Self::Lockdown,
@@ -97,6 +100,7 @@ impl StageId {
             Self::SrcnatToKapi => "srcnat-to-kapi",
             Self::NodesToTypha => "nodes-to-typha",
             Self::Kubelet => "kubelet",
+            Self::ControllersToKapi => "controllers-to-kapi",
             Self::Registry => "registry",
             Self::EnableHep => "enable-hep",
             Self::Lockdown => "lockdown",
@@ -115,7 +119,7 @@ impl StageId {
             Self::NodesToKapi => Some("06.worker-nodes-to-kapi.yaml"),
             Self::SrcnatToKapi => Some("07.srcnated-to-kapi.yaml"),
             Self::NodesToTypha => Some("08.worker-nodes-to-typha.yaml"),
-            Self::Kubelet | Self::Registry | Self::EnableHep | Self::Lockdown => None,
+            Self::Kubelet | Self::ControllersToKapi | Self::Registry | Self::EnableHep | Self::Lockdown => None,
         }
     }
 
@@ -131,6 +135,7 @@ impl StageId {
             Self::SrcnatToKapi => "calico-node/apiserver/typha pods -> API server",
             Self::NodesToTypha => "hosts -> calico-typha",
             Self::Kubelet => "API server -> kubelet 10250 (kubectl logs/exec)",
+            Self::ControllersToKapi => "calico-kube-controllers -> API server",
             Self::Registry => "every endpoint -> private registry",
             Self::EnableHep => "automatic host endpoints for every node",
             Self::Lockdown => "remove the safety net: default deny",

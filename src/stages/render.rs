@@ -23,6 +23,7 @@ pub fn render(stage: StageId, facts: &ClusterFacts, options: &StageOptions) -> S
         StageId::SrcnatToKapi => srcnat_to_kapi(facts),
         StageId::NodesToTypha => nodes_to_typha(facts),
         StageId::Kubelet => kubelet(facts),
+        StageId::ControllersToKapi => controllers_to_kapi(facts, options),
         StageId::Registry => registry(options),
         StageId::EnableHep | StageId::Lockdown => StageRender::Objects(Vec::new()),
     }
@@ -277,6 +278,36 @@ fn kubelet(facts: &ClusterFacts) -> StageRender {
             .to_ports([KUBELET_PORT]),
     ];
     StageRender::Objects(vec![gnp(StageId::Kubelet, "kapi-to-kubelet", &spec)])
+}
+
+/// Not in the tutorial: its calico-kube-controllers-to-apiserver policy selects
+/// kube-controllers for egress and only allows the calico-apiserver, so at lockdown the
+/// controllers lose the API server itself (found by `check --after lockdown`).
+fn controllers_to_kapi(facts: &ClusterFacts, options: &StageOptions) -> StageRender {
+    if facts.control_plane_nodes.is_empty() {
+        return no_control_plane();
+    }
+    let namespace = options
+        .namespace_override
+        .as_deref()
+        .unwrap_or(&facts.kube_controllers_namespace);
+    let mut spec = PolicySpec::order(ALLOW_ORDER);
+    spec.selector = Some("k8s-app == \"calico-kube-controllers\"".into());
+    spec.types = types(&[PolicyType::Egress]);
+    spec.egress = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .to_selector(hosts_selector(&facts.control_plane_nodes))
+            .to_namespace_selector("global()")
+            .to_ports([facts.apiserver_port]),
+    ];
+    StageRender::Objects(vec![DesiredObject::policy(
+        StageId::ControllersToKapi,
+        CalicoKind::NetworkPolicy,
+        Some(namespace),
+        "calico-kube-controllers-to-kapi",
+        &spec,
+    )])
 }
 
 fn registry(options: &StageOptions) -> StageRender {

@@ -95,7 +95,7 @@ fn offline_render_yaml_is_a_stream_of_labelled_objects() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    assert_eq!(docs.len(), 11, "ten tutorial objects and the kubelet stage");
+    assert_eq!(docs.len(), 12, "ten tutorial objects, the kubelet and controllers-to-kapi stages");
     for doc in &docs {
         assert_eq!(doc["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kubectl-calico-harden");
         assert!(doc["metadata"]["labels"]["kubectl-calico-harden/stage"].is_string());
