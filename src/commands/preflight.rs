@@ -63,5 +63,33 @@ pub fn run_checks(facts: &ClusterFacts, live: &LiveState, options: &StageOptions
             )
         },
     ));
+    results.push(critical_flows_check(facts, live, options));
     results
+}
+
+/// Most flows a failed check names before "and N more".
+const FLOWS_NAMED: usize = 3;
+
+/// Critical flows that would be denied once the safety net is gone and every node has its
+/// host endpoint (`check --after lockdown`).
+pub fn critical_flows_check(facts: &ClusterFacts, live: &LiveState, options: &StageOptions) -> CheckResult {
+    let report = crate::engine::check(live, facts, options, Some(StageId::Lockdown));
+    let denied: Vec<_> = report.denied_in_the_end().collect();
+    if denied.is_empty() {
+        return check(
+            "critical flows",
+            true,
+            format!("all {} critical flows stay allowed after lockdown", report.flows.len()),
+        );
+    }
+    let lines = crate::engine::FlowReport::summarize(denied.iter().copied(), FLOWS_NAMED);
+    check(
+        "critical flows",
+        false,
+        format!(
+            "{} flow(s) would be denied after lockdown: {}; see `kubectl calico-harden check --after lockdown`",
+            denied.len(),
+            lines.join("; ")
+        ),
+    )
 }
