@@ -3,3 +3,4 @@ mod tutorial_render;
 mod cli;
 mod harness;
 mod controlplane_smoke;
+mod stages_e2e;
