@@ -61,6 +61,8 @@ struct HopReport {
     allowed: bool,
     decided_by: String,
     policies: Vec<PolicyTrace>,
+    /// Policies that apply here but come after the rule that decided.
+    not_reached: Vec<String>,
     not_applying: Vec<NotApplying>,
 }
 
@@ -147,6 +149,16 @@ fn explain(engine: &Engine, flow: &Flow, after: Option<String>) -> Explanation {
 fn hop_report(engine: &Engine, hop: &HopResult) -> HopReport {
     let ingress = hop.kind.is_ingress();
     let forward = matches!(hop.kind, HopKind::ForwardEgress | HopKind::ForwardIngress);
+    let evaluated: Vec<&str> = hop.trace.iter().map(|t| t.policy.as_str()).collect();
+    let not_reached = match hop.endpoint {
+        Some(ep) if !hop.trace.is_empty() => engine
+            .applicable_policies(ep, ingress, forward)
+            .into_iter()
+            .map(|i| engine.policies[i].display_name())
+            .filter(|name| !evaluated.contains(&name.as_str()))
+            .collect(),
+        _ => Vec::new(),
+    };
     let not_applying = match hop.endpoint {
         Some(ep) if !matches!(hop.decider, Decider::Failsafe { .. }) => {
             let applying = engine.applicable_policies(ep, ingress, forward);
@@ -171,6 +183,7 @@ fn hop_report(engine: &Engine, hop: &HopResult) -> HopReport {
         allowed: hop.allowed,
         decided_by: engine.describe_decider(&hop.decider, hop.kind),
         policies: hop.trace.clone(),
+        not_reached,
         not_applying,
     }
 }
@@ -264,6 +277,11 @@ fn render(ctx: &Context, e: &Explanation) -> String {
                     rule.index, rule.action, rule.reason
                 ));
             }
+        }
+        for name in &hop.not_reached {
+            out.push_str(&format!(
+                "   {name}: applies, not reached (an earlier rule decided)\n"
+            ));
         }
         if !hop.not_applying.is_empty() {
             out.push_str(&format!(

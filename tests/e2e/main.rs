@@ -4,3 +4,4 @@ mod cli;
 mod harness;
 mod controlplane_smoke;
 mod stages_e2e;
+mod check_e2e;
