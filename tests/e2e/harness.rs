@@ -99,14 +99,12 @@ fn start() -> Shared {
     }
     let me = std::process::id();
     let base = layout.target_dir().join("e2e-controlplane");
-    if let Some(r) = cp::running(&base) {
-        if r.owner_pid == Some(me) {
-            return Shared {
-                kubeconfig: r.kubeconfig,
-                dir: base,
-                _child: None,
-            };
-        }
+    if let Some(r) = cp::running(&base).filter(|r| r.owner_pid == Some(me)) {
+        return Shared {
+            kubeconfig: r.kubeconfig,
+            dir: base,
+            _child: None,
+        };
     }
     let dir = if owned_by_another_live_process(&base) {
         // Another test process is using it; do not disturb it.

@@ -101,10 +101,7 @@ fn go_command(go: &Path, dir: &Path) -> Command {
     // The tree is not always a git checkout (CI clones, tarballs).
     let flags = std::env::var("GOFLAGS").unwrap_or_default();
     if !flags.contains("-buildvcs") {
-        cmd.env(
-            "GOFLAGS",
-            format!("{flags} -buildvcs=false").trim().to_string(),
-        );
+        cmd.env("GOFLAGS", format!("{flags} -buildvcs=false").trim());
     }
     cmd
 }
@@ -336,10 +333,8 @@ pub fn spawn(
 pub fn wait_ready(dir: &Path, child: &mut Child, timeout: Duration) -> Result<Ready, String> {
     let start = Instant::now();
     loop {
-        if let Some(r) = read_ready(dir) {
-            if r.pid == child.id() {
-                return Ok(r);
-            }
+        if let Some(r) = read_ready(dir).filter(|r| r.pid == child.id()) {
+            return Ok(r);
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
