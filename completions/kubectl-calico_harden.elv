@@ -61,6 +61,8 @@ set edit:completion:arg-completer[kubectl-calico_harden] = {|@words|
             cand worker-nodes-to-typha 'Stage 08: hosts may reach calico-typha on TCP 5473'
             cand kubelet 'Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial)'
             cand kapi-to-kubelet 'Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial)'
+            cand controllers-to-kapi 'Stage 10: calico-kube-controllers may reach the API server (not in the tutorial)'
+            cand calico-kube-controllers-to-kapi 'Stage 10: calico-kube-controllers may reach the API server (not in the tutorial)'
             cand registry 'Every endpoint may reach a private registry'
             cand private-registry 'Every endpoint may reach a private registry'
             cand enable-hep 'Turn on Calico''s automatic host endpoints for every node'
@@ -580,6 +582,56 @@ set edit:completion:arg-completer[kubectl-calico_harden] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'kubectl-calico_harden;controllers-to-kapi'= {
+            cand --kubeconfig 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)'
+            cand --context 'The kubeconfig context to use'
+            cand --cluster 'The kubeconfig cluster to use'
+            cand --user 'The kubeconfig user to use'
+            cand -n 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)'
+            cand --namespace 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)'
+            cand --as 'User to impersonate for the operation'
+            cand --as-group 'Group to impersonate for the operation (repeatable)'
+            cand --request-timeout 'How long to wait for a single server request, e.g. 30s, 1m, 500ms (0 = no limit)'
+            cand --dry-run 'none: apply; client: show the changes and send nothing; server: let the API server validate every write without persisting it. Bare --dry-run means client'
+            cand -o 'Output format for data on stdout; the default is a human table or diff'
+            cand --output 'Output format for data on stdout; the default is a human table or diff'
+            cand --history-namespace 'Namespace that holds the change history (one ConfigMap per revision)'
+            cand --history-max 'How many revisions of history to keep'
+            cand -y 'Answer yes to every confirmation (needed when stdin is not a terminal)'
+            cand --yes 'Answer yes to every confirmation (needed when stdin is not a terminal)'
+            cand --no-color 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'kubectl-calico_harden;calico-kube-controllers-to-kapi'= {
+            cand --kubeconfig 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)'
+            cand --context 'The kubeconfig context to use'
+            cand --cluster 'The kubeconfig cluster to use'
+            cand --user 'The kubeconfig user to use'
+            cand -n 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)'
+            cand --namespace 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)'
+            cand --as 'User to impersonate for the operation'
+            cand --as-group 'Group to impersonate for the operation (repeatable)'
+            cand --request-timeout 'How long to wait for a single server request, e.g. 30s, 1m, 500ms (0 = no limit)'
+            cand --dry-run 'none: apply; client: show the changes and send nothing; server: let the API server validate every write without persisting it. Bare --dry-run means client'
+            cand -o 'Output format for data on stdout; the default is a human table or diff'
+            cand --output 'Output format for data on stdout; the default is a human table or diff'
+            cand --history-namespace 'Namespace that holds the change history (one ConfigMap per revision)'
+            cand --history-max 'How many revisions of history to keep'
+            cand -y 'Answer yes to every confirmation (needed when stdin is not a terminal)'
+            cand --yes 'Answer yes to every confirmation (needed when stdin is not a terminal)'
+            cand --no-color 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'kubectl-calico_harden;registry'= {
             cand --ip 'The registry''s address: IPv4 or IPv6, with or without a prefix (default /32 or /128)'
             cand --port 'TCP port of the registry (repeatable; default 5000)'
@@ -997,6 +1049,7 @@ set edit:completion:arg-completer[kubectl-calico_harden] = {|@words|
             cand srcnat-to-kapi 'Stage 07: calico-node, calico-apiserver and typha pods may reach the API server'
             cand nodes-to-typha 'Stage 08: hosts may reach calico-typha on TCP 5473'
             cand kubelet 'Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial)'
+            cand controllers-to-kapi 'Stage 10: calico-kube-controllers may reach the API server (not in the tutorial)'
             cand registry 'Every endpoint may reach a private registry'
             cand enable-hep 'Turn on Calico''s automatic host endpoints for every node'
             cand lockdown 'Default deny: remove the safety net after preflight checks'
@@ -1030,6 +1083,8 @@ set edit:completion:arg-completer[kubectl-calico_harden] = {|@words|
         &'kubectl-calico_harden;help;nodes-to-typha'= {
         }
         &'kubectl-calico_harden;help;kubelet'= {
+        }
+        &'kubectl-calico_harden;help;controllers-to-kapi'= {
         }
         &'kubectl-calico_harden;help;registry'= {
         }

@@ -64,6 +64,8 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('worker-nodes-to-typha', 'worker-nodes-to-typha', [CompletionResultType]::ParameterValue, 'Stage 08: hosts may reach calico-typha on TCP 5473')
             [CompletionResult]::new('kubelet', 'kubelet', [CompletionResultType]::ParameterValue, 'Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial)')
             [CompletionResult]::new('kapi-to-kubelet', 'kapi-to-kubelet', [CompletionResultType]::ParameterValue, 'Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial)')
+            [CompletionResult]::new('controllers-to-kapi', 'controllers-to-kapi', [CompletionResultType]::ParameterValue, 'Stage 10: calico-kube-controllers may reach the API server (not in the tutorial)')
+            [CompletionResult]::new('calico-kube-controllers-to-kapi', 'calico-kube-controllers-to-kapi', [CompletionResultType]::ParameterValue, 'Stage 10: calico-kube-controllers may reach the API server (not in the tutorial)')
             [CompletionResult]::new('registry', 'registry', [CompletionResultType]::ParameterValue, 'Every endpoint may reach a private registry')
             [CompletionResult]::new('private-registry', 'private-registry', [CompletionResultType]::ParameterValue, 'Every endpoint may reach a private registry')
             [CompletionResult]::new('enable-hep', 'enable-hep', [CompletionResultType]::ParameterValue, 'Turn on Calico''s automatic host endpoints for every node')
@@ -604,6 +606,58 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'kubectl-calico_harden;controllers-to-kapi' {
+            [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
+            [CompletionResult]::new('--context', '--context', [CompletionResultType]::ParameterName, 'The kubeconfig context to use')
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The kubeconfig cluster to use')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'The kubeconfig user to use')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--as', '--as', [CompletionResultType]::ParameterName, 'User to impersonate for the operation')
+            [CompletionResult]::new('--as-group', '--as-group', [CompletionResultType]::ParameterName, 'Group to impersonate for the operation (repeatable)')
+            [CompletionResult]::new('--request-timeout', '--request-timeout', [CompletionResultType]::ParameterName, 'How long to wait for a single server request, e.g. 30s, 1m, 500ms (0 = no limit)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'none: apply; client: show the changes and send nothing; server: let the API server validate every write without persisting it. Bare --dry-run means client')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
+            [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin is not a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin is not a terminal)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'kubectl-calico_harden;calico-kube-controllers-to-kapi' {
+            [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
+            [CompletionResult]::new('--context', '--context', [CompletionResultType]::ParameterName, 'The kubeconfig context to use')
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The kubeconfig cluster to use')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'The kubeconfig user to use')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--as', '--as', [CompletionResultType]::ParameterName, 'User to impersonate for the operation')
+            [CompletionResult]::new('--as-group', '--as-group', [CompletionResultType]::ParameterName, 'Group to impersonate for the operation (repeatable)')
+            [CompletionResult]::new('--request-timeout', '--request-timeout', [CompletionResultType]::ParameterName, 'How long to wait for a single server request, e.g. 30s, 1m, 500ms (0 = no limit)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'none: apply; client: show the changes and send nothing; server: let the API server validate every write without persisting it. Bare --dry-run means client')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
+            [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin is not a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin is not a terminal)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'kubectl-calico_harden;registry' {
             [CompletionResult]::new('--ip', '--ip', [CompletionResultType]::ParameterName, 'The registry''s address: IPv4 or IPv6, with or without a prefix (default /32 or /128)')
             [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'TCP port of the registry (repeatable; default 5000)')
@@ -1036,6 +1090,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('srcnat-to-kapi', 'srcnat-to-kapi', [CompletionResultType]::ParameterValue, 'Stage 07: calico-node, calico-apiserver and typha pods may reach the API server')
             [CompletionResult]::new('nodes-to-typha', 'nodes-to-typha', [CompletionResultType]::ParameterValue, 'Stage 08: hosts may reach calico-typha on TCP 5473')
             [CompletionResult]::new('kubelet', 'kubelet', [CompletionResultType]::ParameterValue, 'Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial)')
+            [CompletionResult]::new('controllers-to-kapi', 'controllers-to-kapi', [CompletionResultType]::ParameterValue, 'Stage 10: calico-kube-controllers may reach the API server (not in the tutorial)')
             [CompletionResult]::new('registry', 'registry', [CompletionResultType]::ParameterValue, 'Every endpoint may reach a private registry')
             [CompletionResult]::new('enable-hep', 'enable-hep', [CompletionResultType]::ParameterValue, 'Turn on Calico''s automatic host endpoints for every node')
             [CompletionResult]::new('lockdown', 'lockdown', [CompletionResultType]::ParameterValue, 'Default deny: remove the safety net after preflight checks')
@@ -1079,6 +1134,9 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             break
         }
         'kubectl-calico_harden;help;kubelet' {
+            break
+        }
+        'kubectl-calico_harden;help;controllers-to-kapi' {
             break
         }
         'kubectl-calico_harden;help;registry' {

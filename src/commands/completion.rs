@@ -173,7 +173,7 @@ pub fn run(args: &CompletionArgs, global: &GlobalArgs) -> Result<ExitStatus> {
         CompletionShell::Powershell => Shell::PowerShell,
         CompletionShell::Elvish => Shell::Elvish,
         CompletionShell::Kubectl => {
-            return install_kubectl_hook(&printer, args.install.as_deref());
+            return install_kubectl_hook(&printer, args.install.requested());
         }
     };
     if args.install.is_some() {
@@ -185,7 +185,29 @@ pub fn run(args: &CompletionArgs, global: &GlobalArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-fn install_kubectl_hook(printer: &Printer, dir: Option<&Path>) -> Result<ExitStatus> {
+/// `--install [DIR]`: not given, given alone (`Some(None)`), or given a directory.
+trait InstallRequest {
+    fn requested(&self) -> Option<Option<&Path>>;
+}
+
+/// clap's idiom for a flag with an optional value.
+impl InstallRequest for Option<Option<PathBuf>> {
+    fn requested(&self) -> Option<Option<&Path>> {
+        self.as_ref().map(Option::as_deref)
+    }
+}
+
+/// An empty path standing for "given alone". clap's PathBuf parser refuses an empty
+/// `default_missing_value`, so bare `--install` needs cli.rs to say `Option<Option<PathBuf>>`;
+/// this impl goes once it does.
+impl InstallRequest for Option<PathBuf> {
+    fn requested(&self) -> Option<Option<&Path>> {
+        self.as_deref()
+            .map(|dir| Some(dir).filter(|d| !d.as_os_str().is_empty()))
+    }
+}
+
+fn install_kubectl_hook(printer: &Printer, dir: Option<Option<&Path>>) -> Result<ExitStatus> {
     let Some(dir) = dir else {
         printer.say(&format!(
             "kubectl completes plugins through an executable named {KUBECTL_COMPLETE_NAME} on PATH; create it next to this plugin with:\n  kubectl calico-harden completion kubectl --install\nthen load kubectl's completion as usual (source <(kubectl completion bash), or zsh/fish)"
@@ -193,10 +215,9 @@ fn install_kubectl_hook(printer: &Printer, dir: Option<&Path>) -> Result<ExitSta
         return Ok(ExitStatus::Success);
     };
     let invoked = invoked_path()?;
-    let dir: PathBuf = if dir.as_os_str().is_empty() {
-        invoked.parent().map(Path::to_path_buf).unwrap_or_default()
-    } else {
-        std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+    let dir: PathBuf = match dir {
+        None => invoked.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
     };
     if !dir.is_dir() {
         return Err(Error::usage(format!(

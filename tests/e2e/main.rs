@@ -5,3 +5,5 @@ mod harness;
 mod controlplane_smoke;
 mod stages_e2e;
 mod check_e2e;
+mod completion_e2e;
+mod krew_e2e;

@@ -2,6 +2,7 @@
 //! (tests/controlplane: embedded etcd + kube-apiserver + Calico's CRDs).
 
 mod controlplane;
+mod dist;
 
 use controlplane as cp;
 use std::path::{Path, PathBuf};
@@ -185,7 +186,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("cluster") => cluster(&args[1..]),
-        _ => Err(USAGE.to_string()),
+        Some("dist") => dist::run(&workspace_root(), &args[1..]),
+        _ => Err(format!("{USAGE}\n\n{}", dist::USAGE)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
