@@ -17,6 +17,8 @@ pub enum Error {
         context: String,
         message: String,
         hint: Option<String>,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
     },
 
     /// A check or a safety rule refused to go on; nothing (more) was changed.
@@ -49,6 +51,30 @@ impl Error {
             Self::Usage(_) | Self::Config { .. } => ExitStatus::Usage,
             Self::Cluster { .. } | Self::Refused { .. } => ExitStatus::Failure,
             Self::Cancelled(_) => ExitStatus::Cancelled,
+        }
+    }
+
+    /// The API server's HTTP status for a cluster error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Cluster { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// The same error with `extra` appended to its hint.
+    pub fn with_hint(self, extra: &str) -> Self {
+        match self {
+            Self::Cluster { context, message, hint, status } => Self::Cluster {
+                context,
+                message,
+                hint: Some(match hint {
+                    Some(h) => format!("{h}; {extra}"),
+                    None => extra.to_string(),
+                }),
+                status,
+            },
+            other => other,
         }
     }
 

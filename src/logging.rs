@@ -10,8 +10,11 @@ pub fn init(verbosity: u8) {
     };
     // kube's own errors reach the user through our messages; its logs stay off.
     let filter = tracing_subscriber::EnvFilter::new(format!("off,kubectl_calico_harden={level}"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();

@@ -119,6 +119,7 @@ impl Api {
             context: target.describe(),
             message: format!("the server's answer is not JSON: {e}"),
             hint: None,
+            status: None,
         })
     }
 
@@ -265,8 +266,23 @@ fn with_dry_run(path: &str, dry_run: bool) -> String {
 
 /// Connection resets and refused connections are worth another try; TLS and DNS failures are not.
 fn is_retryable_transport(err: &kube::Error) -> bool {
-    let text = format!("{err:?}").to_lowercase();
-    ["connection reset", "broken pipe", "connection closed", "incomplete message", "timed out", "unexpected eof"]
+    let mut text = format!("{err} {err:?}");
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(&format!(" {inner} {inner:?}"));
+        source = inner.source();
+    }
+    let text = text.to_lowercase();
+    [
+        "connection reset",
+        "broken pipe",
+        "connection closed",
+        "incompletemessage",
+        "incomplete message",
+        "timed out",
+        "timeout",
+        "unexpected eof",
+    ]
         .iter()
         .any(|needle| text.contains(needle))
 }

@@ -48,6 +48,7 @@ pub fn describe(context: &str, err: kube::Error) -> Error {
                 context,
                 message,
                 hint: None,
+                status: Some(status.code),
             }
         }
         other => Error::Cluster {
@@ -56,6 +57,7 @@ pub fn describe(context: &str, err: kube::Error) -> Error {
             hint: Some(
                 "check that the API server is reachable with `kubectl cluster-info` (wrong --context, VPN down, or an expired credential)".into(),
             ),
+            status: None,
         },
     }
 }
@@ -118,5 +120,6 @@ pub fn api_error(target: &Target, status: &kube::core::Status) -> Error {
         context: context.clone(),
         message,
         hint,
+        status: Some(status.code),
     }
 }

@@ -21,7 +21,38 @@ impl<'a> Writer<'a> {
 
     /// Send one change. Returns the object as the server has it afterwards (None after a delete).
     /// With --dry-run=client nothing is sent and the planned result is returned.
+    ///
+    /// A create answered "already exists" or an update answered "conflict" is accepted when the
+    /// live object already says what we sent: that is our own earlier attempt, whose answer was
+    /// lost on the way back and retried. Anything else stays a conflict, never a clobber.
     pub async fn apply(&self, change: &Change) -> Result<Option<Value>> {
+        match self.send(change).await {
+            Err(err) if err.status() == Some(409) && self.dry_run == DryRun::None => {
+                match self.live(change).await? {
+                    Some(live) if crate::journal::same_essence(Some(&live), change.after.as_ref()) => {
+                        tracing::info!(object = %change.display_name(), "already as intended after a retried write");
+                        Ok(Some(live))
+                    }
+                    _ => Err(err),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn live(&self, change: &Change) -> Result<Option<Value>> {
+        let ns = change.namespace.as_deref();
+        let name = Some(change.name.as_str());
+        self.cluster
+            .api
+            .get(
+                &calico_path(change.object_kind, ns, name),
+                &calico_target("get", change.object_kind, ns, name),
+            )
+            .await
+    }
+
+    async fn send(&self, change: &Change) -> Result<Option<Value>> {
         if self.dry_run == DryRun::Client {
             return Ok(change.after.clone());
         }

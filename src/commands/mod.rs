@@ -299,7 +299,14 @@ pub async fn apply_changes(
                     // Dies between a write and its record, the worst moment for the journal.
                     std::process::abort();
                 }
-                recorder.record(index, result.clone()).await?;
+                if let Err(err) = recorder.record(index, result.clone()).await {
+                    let message = format!("{} was written but could not be recorded: {err}", change.display_name());
+                    let _ = recorder.finish(RevisionState::Failed, Some(message)).await;
+                    return Err(err.with_hint(&format!(
+                        "revision {} may miss this object; `kubectl calico-harden rollback` still finds it by comparing the live object",
+                        recorder.revision.revision
+                    )));
+                }
                 results.push(result);
             }
             Err(err) => {
@@ -313,17 +320,7 @@ pub async fn apply_changes(
                 } else {
                     "nothing was changed".to_string()
                 };
-                return Err(match err {
-                    Error::Cluster { context, message, hint } => Error::Cluster {
-                        context,
-                        message,
-                        hint: Some(match hint {
-                            Some(h) => format!("{h}; {undo_hint}"),
-                            None => undo_hint,
-                        }),
-                    },
-                    other => other,
-                });
+                return Err(err.with_hint(&undo_hint));
             }
         }
     }

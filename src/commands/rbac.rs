@@ -23,7 +23,7 @@ pub fn cluster_role() -> serde_json::Value {
             {"apiGroups": ["projectcalico.org"], "resources": ["hostendpoints"], "verbs": ["list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["kubecontrollersconfigurations"], "verbs": ["get", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "create", "patch", "delete"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "get", "create", "patch", "delete"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
         ],
     })

@@ -36,10 +36,11 @@ fn target(verb: &'static str, namespace: &str, name: Option<String>) -> Target {
 
 fn history_error(err: Error) -> Error {
     match err {
-        Error::Cluster { context, message, hint } => Error::Cluster {
+        Error::Cluster { context, message, hint, status } => Error::Cluster {
             context: format!("{context} (the change history; nothing was changed)"),
             message,
             hint,
+            status,
         },
         other => other,
     }
@@ -150,10 +151,24 @@ impl<'a> Store<'a> {
                         revision,
                     });
                 }
-                // Another operator took this number at the same moment: take the next one.
-                Err(Error::Cluster { message, .. })
-                    if message.contains("already exists") && attempt < CREATE_ATTEMPTS =>
-                {
+                Err(err) if err.status() == Some(409) && attempt < CREATE_ATTEMPTS => {
+                    // Our own create whose answer was lost (and retried), or another operator
+                    // who took this number at the same moment: then take the next one.
+                    let path = format!("{}/{}", self.collection_path(), configmap_name(number));
+                    let existing = self
+                        .cluster
+                        .api
+                        .get(&path, &target("get", &self.namespace, Some(configmap_name(number))))
+                        .await
+                        .map_err(history_error)?;
+                    if existing.as_ref().and_then(|cm| cm.get("data")) == Some(&body["data"]) {
+                        return Ok(Recorder {
+                            cluster: self.cluster,
+                            namespace: self.namespace.clone(),
+                            max: self.max,
+                            revision,
+                        });
+                    }
                     number += 1;
                 }
                 Err(err) => return Err(history_error(err)),

@@ -8,6 +8,7 @@
 //
 //	controlplane run   --dir DIR --seed lab|native|empty --calico-crd-dir PATH [--owner-pid PID]
 //	controlplane reset --dir DIR --seed lab|native|empty
+//	controlplane faultproxy --dir DIR --out OUT --fail-at N --fault 500|503|429|timeout|reset|delay
 //
 // See README.md next to this file.
 package main
@@ -21,6 +22,7 @@ func usage() {
 	fmt.Fprintf(os.Stderr, `usage:
   controlplane run   --dir DIR --seed lab|native|empty --calico-crd-dir PATH [--owner-pid PID]
   controlplane reset --dir DIR --seed lab|native|empty
+  controlplane faultproxy --dir DIR --out OUT --fail-at N --fault 500|503|429|timeout|reset|delay [--hold D] [--owner-pid PID]
 `)
 	os.Exit(2)
 }
@@ -35,6 +37,8 @@ func main() {
 		err = cmdRun(os.Args[2:])
 	case "reset":
 		err = cmdReset(os.Args[2:])
+	case "faultproxy":
+		err = cmdFaultProxy(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:

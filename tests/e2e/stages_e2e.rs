@@ -81,7 +81,7 @@ fn gnp_names(c: &ClusterGuard) -> Vec<String> {
 }
 
 /// Spec and labels of every Calico policy plus the KubeControllersConfiguration spec.
-fn calico_state(c: &ClusterGuard) -> Value {
+pub fn calico_state(c: &ClusterGuard) -> Value {
     let essence = |list: Value| -> Vec<Value> {
         let mut items: Vec<Value> = list["items"]
             .as_array()
