@@ -533,27 +533,27 @@ impl Engine {
             };
         }
         // 2. Forwarded out of the source node.
-        if let (Side::Pod(_), Some(node), false) = (flow.src, src_node, same_node) {
-            if let Some(hep) = net.nodes[node].host_endpoint {
-                let hop = self.forward_hop(HopKind::ForwardEgress, hep, flow, trace);
-                if !push(&mut hops, hop) {
-                    return Verdict {
-                        allowed: false,
-                        hops,
-                    };
-                }
+        if let (Side::Pod(_), Some(node), false) = (flow.src, src_node, same_node)
+            && let Some(hep) = net.nodes[node].host_endpoint
+        {
+            let hop = self.forward_hop(HopKind::ForwardEgress, hep, flow, trace);
+            if !push(&mut hops, hop) {
+                return Verdict {
+                    allowed: false,
+                    hops,
+                };
             }
         }
         // 3. Forwarded into the destination node.
-        if let (Side::Pod(_), Some(node), false) = (flow.dst, dst_node, same_node) {
-            if let Some(hep) = net.nodes[node].host_endpoint {
-                let hop = self.forward_hop(HopKind::ForwardIngress, hep, flow, trace);
-                if !push(&mut hops, hop) {
-                    return Verdict {
-                        allowed: false,
-                        hops,
-                    };
-                }
+        if let (Side::Pod(_), Some(node), false) = (flow.dst, dst_node, same_node)
+            && let Some(hep) = net.nodes[node].host_endpoint
+        {
+            let hop = self.forward_hop(HopKind::ForwardIngress, hep, flow, trace);
+            if !push(&mut hops, hop) {
+                return Verdict {
+                    allowed: false,
+                    hops,
+                };
             }
         }
         // 4. The destination.
@@ -842,10 +842,11 @@ impl Engine {
                 return Err(Miss::Selector(end));
             }
         }
-        if let (Some(not), Some(ep)) = (&entity.not_selector, endpoint) {
-            if self.in_scope(entity.namespace_selector.as_ref(), p, ep) && not.matches(ep) {
-                return Err(Miss::NotSelector(end));
-            }
+        if let (Some(not), Some(ep)) = (&entity.not_selector, endpoint)
+            && self.in_scope(entity.namespace_selector.as_ref(), p, ep)
+            && not.matches(ep)
+        {
+            return Err(Miss::NotSelector(end));
         }
         Ok(())
     }
