@@ -1,6 +1,7 @@
 //! Everything that talks to the API server: connecting with kubectl's flags, discovering how
 //! Calico is served, reading the inventory the facts come from, and the single write path.
 
+pub mod access;
 pub mod api;
 pub mod errors;
 pub mod inventory;
@@ -77,7 +78,7 @@ pub fn resolve_context(kubeconfig: &Kubeconfig, options: &ConnectOptions) -> Res
     let context_name = options
         .context
         .clone()
-        .or_else(|| kubeconfig.current_context.clone())
+        .or_else(|| kubeconfig.current_context.clone().filter(|c| !c.is_empty()))
         .ok_or_else(|| Error::Config {
             message: "the kubeconfig has no current context".into(),
             hint: Some("pass --context NAME or run `kubectl config use-context NAME`".into()),

@@ -256,6 +256,36 @@ fn abort_after_writes() -> Option<usize> {
     std::env::var(ABORT_AFTER_WRITES_ENV).ok()?.parse().ok()
 }
 
+/// Every permission writing `changes` (and, for real writes, the history) takes.
+fn needed_permissions(ctx: &Context, changes: &[Change]) -> Vec<cluster::access::Permission> {
+    use cluster::access::Permission;
+    let mut needed: Vec<Permission> = changes
+        .iter()
+        .map(|c| Permission {
+            verb: match c.kind {
+                ChangeKind::Create => "create",
+                ChangeKind::Update | ChangeKind::Adopt => "update",
+                ChangeKind::Patch => "patch",
+                ChangeKind::Delete => "delete",
+            },
+            group: crate::calico::policy::API_GROUP,
+            resource: c.object_kind.plural(),
+            namespace: c.namespace.clone(),
+        })
+        .collect();
+    if ctx.dry_run == DryRun::None {
+        for verb in ["list", "get", "create", "patch", "delete"] {
+            needed.push(Permission {
+                verb,
+                group: "",
+                resource: "configmaps",
+                namespace: Some(ctx.history_namespace.clone()),
+            });
+        }
+    }
+    needed
+}
+
 /// What a write sequence achieved.
 pub struct Applied {
     pub results: Vec<Option<serde_json::Value>>,
@@ -272,6 +302,9 @@ pub async fn apply_changes(
     undoes: Vec<u64>,
 ) -> Result<Applied> {
     let writer = cluster::write::Writer::new(cluster, ctx.dry_run);
+    if ctx.dry_run != DryRun::Client {
+        cluster::access::require(cluster, needed_permissions(ctx, changes)).await?;
+    }
     if ctx.dry_run != DryRun::None {
         let mut results = Vec::new();
         for change in changes {

@@ -20,7 +20,7 @@ pub fn cluster_role() -> serde_json::Value {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
             {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["globalnetworkpolicies", "networkpolicies"], "verbs": ["list", "get", "create", "update", "delete"]},
-            {"apiGroups": ["projectcalico.org"], "resources": ["hostendpoints"], "verbs": ["list"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["hostendpoints", "ippools"], "verbs": ["list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["kubecontrollersconfigurations"], "verbs": ["get", "patch", "update"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "get", "create", "patch", "delete"]},

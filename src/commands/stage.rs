@@ -66,7 +66,9 @@ pub fn plan_stage(stage: StageId, facts: &ClusterFacts, live: &LiveState, option
 fn check_namespace_flag(ctx: &Context, stage: StageId) -> Result<()> {
     let namespaced = matches!(
         stage,
-        StageId::CalicoApiserverToKapi | StageId::ControllersToCalicoApiserver
+        StageId::CalicoApiserverToKapi
+            | StageId::ControllersToCalicoApiserver
+            | StageId::ControllersToKapi
     );
     if ctx.namespace.is_some() && !namespaced {
         return Err(Error::usage(format!(
@@ -95,6 +97,8 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
         return Ok(ExitStatus::Success);
     }
     show_changes(ctx, &changes);
+    let changed = super::check::flows_changed_by(&live, &facts, &options, stage);
+    super::check::show_flow_changes(ctx, stage, &changed);
     if ctx.dry_run == crate::cli::DryRun::None && !confirm_changes(ctx, &changes, &format!("stage {stage}"))? {
         return Err(Error::Cancelled("cancelled: nothing was changed".into()));
     }

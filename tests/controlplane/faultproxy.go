@@ -2,7 +2,8 @@ package main
 
 // faultproxy sits between the plugin and the test API server (loopback only) and injects one
 // fault on the Nth request: an HTTP 500, 503, 429 with Retry-After, a response that never comes
-// (after the request reached the server, the nastiest case), a reset connection, or a delay.
+// (after the request reached the server, the nastiest case), a reset connection, or a delay;
+// or it hides projectcalico.org/v3 entirely, as a cluster without Calico's API looks.
 // Every other request is passed through unchanged. It writes DIR-style files:
 //
 //	OUT/kubeconfig   the cluster's admin kubeconfig pointed at the proxy
@@ -26,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,7 +41,7 @@ func cmdFaultProxy(args []string) error {
 	dir := fs.String("dir", "", "the running control plane's directory")
 	out := fs.String("out", "", "directory for the proxy's kubeconfig, request log and ready file")
 	failAt := fs.Int64("fail-at", 0, "1-based number of the request to fault (0: none)")
-	fault := fs.String("fault", "500", "500 | 503 | 429 | timeout | reset | delay")
+	fault := fs.String("fault", "500", "500 | 503 | 429 | timeout | reset | delay | hide-calico")
 	hold := fs.Duration("hold", 30*time.Second, "how long `timeout` and `delay` hold the request")
 	ownerPID := fs.Int("owner-pid", 0, "exit when this process is gone")
 	_ = fs.Parse(args)
@@ -47,7 +49,7 @@ func cmdFaultProxy(args []string) error {
 		return fmt.Errorf("--dir and --out are required")
 	}
 	switch *fault {
-	case "500", "503", "429", "timeout", "reset", "delay":
+	case "500", "503", "429", "timeout", "reset", "delay", "hide-calico":
 	default:
 		return fmt.Errorf("unknown --fault %q", *fault)
 	}
@@ -95,6 +97,14 @@ func cmdFaultProxy(args []string) error {
 		fmt.Fprintf(logFile, "%d %s %s\n", n, r.Method, r.URL.RequestURI())
 		_ = logFile.Sync()
 		logMu.Unlock()
+		// A cluster that does not serve projectcalico.org/v3 at all, on every request.
+		if *fault == "hide-calico" {
+			p := r.URL.Path
+			if strings.HasPrefix(p, "/apis/projectcalico.org") || strings.HasSuffix(p, "/apiservices/v3.projectcalico.org") {
+				writeStatus(w, 404, "NotFound", "the server could not find the requested resource", 0)
+				return
+			}
+		}
 		if n != *failAt {
 			proxy.ServeHTTP(w, r)
 			return

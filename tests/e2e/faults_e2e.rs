@@ -29,7 +29,7 @@ impl FaultProxy {
             .args(["--fail-at", &fail_at.to_string(), "--fault", fault, "--hold", hold])
             .args(["--owner-pid", &std::process::id().to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("the controlplane binary runs the fault proxy");
         let ready = out.path().join("ready");
@@ -64,7 +64,7 @@ fn up_through(proxy: &FaultProxy) -> std::process::Output {
     plugin()
         .arg("--kubeconfig")
         .arg(proxy.kubeconfig())
-        .args(["up", "--yes", "--request-timeout", "2s"])
+        .args(["up", "--yes", "--request-timeout", "1s"])
         .env("NO_COLOR", "1")
         .env_remove("KUBECONFIG")
         .output()
