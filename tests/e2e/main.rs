@@ -7,3 +7,5 @@ mod stages_e2e;
 mod check_e2e;
 mod completion_e2e;
 mod krew_e2e;
+mod faults_e2e;
+mod bad_input_e2e;
