@@ -5,6 +5,7 @@
 //!
 //! krew (sigs.k8s.io/krew v0.4.3) and actionlint are built from the Go modules pinned in
 //! tests/tools/, so Go is required, as for the control plane.
+#![allow(clippy::print_stderr)] // build and packing times, shown with --nocapture
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -124,8 +125,8 @@ impl NetworkTrap {
 }
 
 /// `cargo xtask dist` with the plugin this test run built (xtask itself built optimised, so
-/// that compressing a debug binary takes seconds), into `out`.
-fn dist(out: &Path) -> Output {
+/// that compressing a debug binary takes seconds), into `out`, labelled for `target`.
+fn dist(out: &Path, target: Option<&str>) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Command::new(cargo)
         .current_dir(root())
@@ -140,6 +141,7 @@ fn dist(out: &Path) -> Output {
             "--tag",
             TAG,
         ])
+        .args(target.map(|t| format!("--target={t}")))
         .arg("--binary")
         .arg(plugin())
         .arg("--out")
@@ -188,7 +190,7 @@ fn krew_validates_and_installs_the_rendered_manifest_offline() {
     let out_dir = temp.path().join("dist");
 
     let started = Instant::now();
-    let packed = dist(&out_dir);
+    let packed = dist(&out_dir, None);
     assert!(
         packed.status.success(),
         "cargo xtask dist failed:\n{}",
@@ -219,6 +221,19 @@ fn krew_validates_and_installs_the_rendered_manifest_offline() {
         1,
         "only this machine's archive exists, so only its platform is listed:\n{rendered}"
     );
+
+    // A Windows archive (zip, .exe inside) joins the manifest; krew installs it below as if on
+    // Windows. The binary inside is this machine's, which is all packing and krew look at.
+    let packed = dist(&out_dir, Some("x86_64-pc-windows-msvc"));
+    assert!(
+        packed.status.success(),
+        "cargo xtask dist --target x86_64-pc-windows-msvc failed:\n{}",
+        text(&packed)
+    );
+    let windows_archive = out_dir.join(format!("kubectl-calico_harden-{TAG}-windows-amd64.zip"));
+    let rendered = std::fs::read_to_string(&manifest).expect("dist wrote calico-harden.yaml");
+    assert_eq!(rendered.matches("- selector:").count(), 2, "{rendered}");
+    assert!(rendered.contains("os: windows"), "{rendered}");
 
     // krew's validator; its install step downloads the uri, so krew install below does that
     // part from the archive instead.
@@ -293,6 +308,33 @@ fn krew_validates_and_installs_the_rendered_manifest_offline() {
         store.display()
     );
     assert!(krew_root.join("bin/kubectl-calico_harden").exists());
+
+    let windows_root = temp.path().join("krew-windows");
+    let mut install = Command::new(harness::kubectl_path());
+    install
+        .arg("krew")
+        .arg("install")
+        .arg(format!("--manifest={}", manifest.display()))
+        .arg(format!("--archive={}", windows_archive.display()));
+    env(&mut install);
+    install
+        .env("KREW_ROOT", &windows_root)
+        .env("KREW_OS", "windows")
+        .env("KREW_ARCH", "amd64");
+    let installed = install.output().expect("running kubectl krew install");
+    assert!(
+        installed.status.success(),
+        "kubectl krew install of the Windows archive failed:\n{}",
+        text(&installed)
+    );
+    let store = windows_root.join("store/calico-harden").join(TAG);
+    for file in ["kubectl-calico_harden.exe", "LICENSE"] {
+        assert!(
+            store.join(file).is_file(),
+            "{file} not installed in {}",
+            store.display()
+        );
+    }
 
     let mut help = Command::new(harness::kubectl_path());
     help.args(["calico-harden", "--help"]);

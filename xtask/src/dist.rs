@@ -426,7 +426,7 @@ fn zip(entries: &[Entry]) -> Result<Vec<u8>, String> {
         out.extend(&compressed);
 
         central.extend(0x0201_4b50u32.to_le_bytes());
-        central.extend((3u16 << 8 | 20).to_le_bytes()); // made by: Unix, 2.0 (keeps the mode)
+        central.extend(((3u16 << 8) | 20).to_le_bytes()); // made by: Unix, 2.0 (keeps the mode)
         common(&mut central);
         central.extend(0u16.to_le_bytes()); // comment length
         central.extend(0u16.to_le_bytes()); // disk
@@ -464,8 +464,8 @@ fn dos_datetime(unix: u64) -> (u16, u16) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let year = year.clamp(1980, 2107);
-    let time = (seconds / 3600) << 11 | (seconds % 3600 / 60) << 5 | (seconds % 60) / 2;
-    let date = ((year - 1980) << 9 | month << 5 | day) as u16;
+    let time = ((seconds / 3600) << 11) | ((seconds % 3600 / 60) << 5) | ((seconds % 60) / 2);
+    let date = (((year - 1980) << 9) | (month << 5) | day) as u16;
     (time as u16, date)
 }
 
