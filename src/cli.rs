@@ -99,7 +99,12 @@ pub struct GlobalArgs {
     pub verbose: u8,
 
     /// Namespace that holds the change history (one ConfigMap per revision).
-    #[arg(long, global = true, value_name = "NAMESPACE", default_value = "kube-system")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAMESPACE",
+        default_value = "kube-system"
+    )]
     pub history_namespace: String,
 
     /// How many revisions of history to keep.
@@ -437,8 +442,8 @@ pub struct CompletionArgs {
 
     /// With `kubectl`: create the `kubectl_complete-calico_harden` link in DIR (default: next to
     /// this binary), so that kubectl's own completion completes this plugin.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
-    pub install: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub install: Option<Option<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -23,7 +23,10 @@ pub enum Error {
 
     /// A check or a safety rule refused to go on; nothing (more) was changed.
     #[error("{message}")]
-    Refused { message: String, hint: Option<String> },
+    Refused {
+        message: String,
+        hint: Option<String>,
+    },
 
     /// The operator declined or interrupted.
     #[error("{0}")]
@@ -31,7 +34,10 @@ pub enum Error {
 
     /// Reading the kubeconfig failed.
     #[error("{message}")]
-    Config { message: String, hint: Option<String> },
+    Config {
+        message: String,
+        hint: Option<String>,
+    },
 }
 
 impl Error {
@@ -65,7 +71,12 @@ impl Error {
     /// The same error with `extra` appended to its hint.
     pub fn with_hint(self, extra: &str) -> Self {
         match self {
-            Self::Cluster { context, message, hint, status } => Self::Cluster {
+            Self::Cluster {
+                context,
+                message,
+                hint,
+                status,
+            } => Self::Cluster {
                 context,
                 message,
                 hint: Some(match hint {

@@ -210,7 +210,9 @@ fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn node_ref(node: &Value) -> NodeRef {
-    let name = str_at(node, "/metadata/name").unwrap_or_default().to_string();
+    let name = str_at(node, "/metadata/name")
+        .unwrap_or_default()
+        .to_string();
     let hostname = label(node, "kubernetes.io/hostname")
         .map(str::to_string)
         .unwrap_or_else(|| name.clone());
@@ -227,7 +229,8 @@ fn node_internal_ips(node: &Value) -> impl Iterator<Item = &str> {
 }
 
 fn pods_with_app<'a>(pods: &'a [Value], app: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    pods.iter().filter(move |p| label(p, "k8s-app") == Some(app))
+    pods.iter()
+        .filter(move |p| label(p, "k8s-app") == Some(app))
 }
 
 fn container_port(pod: &Value, fallback: u16) -> u16 {
@@ -256,7 +259,11 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
     let mut control_plane_nodes: Vec<NodeRef> = inv
         .nodes
         .iter()
-        .filter(|n| CONTROL_PLANE_ROLE_LABELS.iter().any(|l| label(n, l).is_some()))
+        .filter(|n| {
+            CONTROL_PLANE_ROLE_LABELS
+                .iter()
+                .any(|l| label(n, l).is_some())
+        })
         .map(node_ref)
         .collect();
     if control_plane_nodes.is_empty() {
@@ -477,10 +484,7 @@ mod tests {
     #[test]
     fn control_plane_falls_back_to_endpoint_slice_addresses() {
         let inv = Inventory {
-            nodes: vec![
-                node("a", "10.0.0.1", false),
-                node("b", "10.0.0.2", false),
-            ],
+            nodes: vec![node("a", "10.0.0.1", false), node("b", "10.0.0.2", false)],
             apiserver_endpoint_slices: vec![slice("10.0.0.2", 6443)],
             ..Default::default()
         };
@@ -520,7 +524,8 @@ mod tests {
 
     #[test]
     fn failsafe_ports_from_felix_configuration() {
-        let felix = json!({"spec": {"failsafeInboundHostPorts": [{"protocol": "TCP", "port": 22}]}});
+        let felix =
+            json!({"spec": {"failsafeInboundHostPorts": [{"protocol": "TCP", "port": 22}]}});
         let facts = failsafe_facts(Some(&felix));
         assert!(!facts.inbound_allows_tcp(6443));
         assert!(facts.inbound_allows_tcp(22));

@@ -17,5 +17,6 @@ pub fn init(verbosity: u8) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .without_time()
+        .with_target(verbosity > 1)
         .try_init();
 }

@@ -11,7 +11,11 @@ use kubectl_calico_harden::exit::ExitStatus;
 fn main() -> ExitCode {
     let invoked_as = std::env::args_os()
         .next()
-        .and_then(|a| std::path::Path::new(&a).file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .unwrap_or_default();
     // kubectl runs the hook with the words alone; the shell scripts pass `__complete` first.
     if invoked_as == commands::completion_hook_name()

@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::calico::policy::CalicoKind;
-use crate::stages::{DesiredObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, StageId, object_display_name};
+use crate::stages::{
+    DesiredObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, StageId, object_display_name,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,8 +68,11 @@ pub enum ObjectState {
 }
 
 pub fn is_managed(live: &Value) -> bool {
-    live.pointer(&format!("/metadata/labels/{}", MANAGED_BY_LABEL.replace('/', "~1")))
-        .and_then(Value::as_str)
+    live.pointer(&format!(
+        "/metadata/labels/{}",
+        MANAGED_BY_LABEL.replace('/', "~1")
+    ))
+    .and_then(Value::as_str)
         == Some(MANAGED_BY_VALUE)
 }
 
@@ -75,7 +80,10 @@ pub fn object_state(desired: &DesiredObject, live: Option<&Value>) -> ObjectStat
     let Some(live) = live else {
         return ObjectState::Missing;
     };
-    let same_spec = specs_equivalent(&desired.manifest["spec"], live.get("spec").unwrap_or(&Value::Null));
+    let same_spec = specs_equivalent(
+        &desired.manifest["spec"],
+        live.get("spec").unwrap_or(&Value::Null),
+    );
     match (same_spec, is_managed(live)) {
         (true, true) => ObjectState::Applied,
         (true, false) => ObjectState::AppliedByHand,
@@ -117,7 +125,10 @@ fn updated_object(live: &Value, desired: &Value) -> Value {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    if let Some(ours) = desired.pointer("/metadata/labels").and_then(Value::as_object) {
+    if let Some(ours) = desired
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+    {
         labels.extend(ours.clone());
     }
     body["metadata"]["labels"] = Value::Object(labels);
@@ -150,7 +161,12 @@ pub fn delete_change(stage: StageId, kind: CalicoKind, live: &Value) -> Change {
 }
 
 /// A merge patch of `live`, with the object as it will be afterwards.
-pub fn patch_change(stage: StageId, kind: CalicoKind, live: &Value, patch: Value) -> Option<Change> {
+pub fn patch_change(
+    stage: StageId,
+    kind: CalicoKind,
+    live: &Value,
+    patch: Value,
+) -> Option<Change> {
     let mut after = live.clone();
     json_patch::merge(&mut after, &patch);
     if after == *live {
@@ -233,7 +249,10 @@ pub fn presentable(object: &Value) -> Value {
         ] {
             metadata.remove(key);
         }
-        if let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
             annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
             if annotations.is_empty() {
                 metadata.remove("annotations");
@@ -250,7 +269,11 @@ mod tests {
     use crate::stages::{StageOptions, StageRender, render};
 
     fn desired(stage: StageId) -> DesiredObject {
-        match render(stage, &ClusterFacts::tutorial_lab(), &StageOptions::with_defaults()) {
+        match render(
+            stage,
+            &ClusterFacts::tutorial_lab(),
+            &StageOptions::with_defaults(),
+        ) {
             StageRender::Objects(mut objects) => objects.remove(0),
             StageRender::NotApplicable(why) => panic!("{why}"),
         }
@@ -307,7 +330,16 @@ mod tests {
     #[test]
     fn patch_that_changes_nothing_is_no_change() {
         let live = json!({"metadata": {"name": "default"}, "spec": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled"}}}}});
-        let patch = json!({"spec": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled"}}}}});
-        assert!(patch_change(StageId::EnableHep, CalicoKind::KubeControllersConfiguration, &live, patch).is_none());
+        let patch =
+            json!({"spec": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled"}}}}});
+        assert!(
+            patch_change(
+                StageId::EnableHep,
+                CalicoKind::KubeControllersConfiguration,
+                &live,
+                patch
+            )
+            .is_none()
+        );
     }
 }

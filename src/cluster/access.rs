@@ -65,7 +65,11 @@ async fn allowed(cluster: &Cluster, permission: &Permission) -> Option<bool> {
     };
     let answer = cluster
         .api
-        .post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review, &target)
+        .post(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            &review,
+            &target,
+        )
         .await
         .ok()??;
     answer.pointer("/status/allowed").and_then(|v| v.as_bool())
@@ -90,7 +94,11 @@ pub async fn require(cluster: &Cluster, mut permissions: Vec<Permission>) -> Res
         message: format!(
             "forbidden: user {} may not {}; nothing was changed",
             cluster.kubeconfig_user,
-            denied.iter().map(|p| p.describe()).collect::<Vec<_>>().join(", ")
+            denied
+                .iter()
+                .map(|p| p.describe())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         hint: Some(format!(
             "check with `{}`; `kubectl calico-harden rbac` prints the role this tool needs",

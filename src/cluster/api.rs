@@ -107,8 +107,8 @@ impl Api {
                 }
                 Err(err) => return Err(describe(&target.describe(), err)),
             };
-            let backoff = retry_after
-                .unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt - 1)));
+            let backoff =
+                retry_after.unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt - 1)));
             tracing::info!(?backoff, attempt, "transient API error; retrying");
             tokio::time::sleep(backoff).await;
         }
@@ -153,7 +153,10 @@ impl Api {
                 query.append_pair("continue", token);
             }
             let uri = format!("{path}?{}", query.finish());
-            let page = match self.send(Method::GET, &uri, None, None, target, true).await? {
+            let page = match self
+                .send(Method::GET, &uri, None, None, target, true)
+                .await?
+            {
                 Outcome::Ok(text) => Self::parse(&text, target)?,
                 Outcome::NotFound => return Ok(None),
             };
@@ -171,10 +174,23 @@ impl Api {
         }
     }
 
-    pub async fn create(&self, path: &str, body: &Value, dry_run: bool, target: &Target) -> Result<Value> {
+    pub async fn create(
+        &self,
+        path: &str,
+        body: &Value,
+        dry_run: bool,
+        target: &Target,
+    ) -> Result<Value> {
         let uri = with_dry_run(path, dry_run);
         match self
-            .send(Method::POST, &uri, Some("application/json"), Some(body), target, false)
+            .send(
+                Method::POST,
+                &uri,
+                Some("application/json"),
+                Some(body),
+                target,
+                false,
+            )
             .await?
         {
             Outcome::Ok(text) => Self::parse(&text, target),
@@ -183,10 +199,23 @@ impl Api {
     }
 
     /// PUT with the body's metadata.resourceVersion: a concurrent change answers 409.
-    pub async fn replace(&self, path: &str, body: &Value, dry_run: bool, target: &Target) -> Result<Value> {
+    pub async fn replace(
+        &self,
+        path: &str,
+        body: &Value,
+        dry_run: bool,
+        target: &Target,
+    ) -> Result<Value> {
         let uri = with_dry_run(path, dry_run);
         match self
-            .send(Method::PUT, &uri, Some("application/json"), Some(body), target, false)
+            .send(
+                Method::PUT,
+                &uri,
+                Some("application/json"),
+                Some(body),
+                target,
+                false,
+            )
             .await?
         {
             Outcome::Ok(text) => Self::parse(&text, target),
@@ -194,7 +223,13 @@ impl Api {
         }
     }
 
-    pub async fn merge_patch(&self, path: &str, patch: &Value, dry_run: bool, target: &Target) -> Result<Value> {
+    pub async fn merge_patch(
+        &self,
+        path: &str,
+        patch: &Value,
+        dry_run: bool,
+        target: &Target,
+    ) -> Result<Value> {
         let uri = with_dry_run(path, dry_run);
         match self
             .send(
@@ -246,7 +281,14 @@ impl Api {
     /// POST a review-style object (SelfSubjectReview, SelfSubjectAccessReview).
     pub async fn post(&self, path: &str, body: &Value, target: &Target) -> Result<Option<Value>> {
         match self
-            .send(Method::POST, path, Some("application/json"), Some(body), target, true)
+            .send(
+                Method::POST,
+                path,
+                Some("application/json"),
+                Some(body),
+                target,
+                true,
+            )
             .await?
         {
             Outcome::Ok(text) => Self::parse(&text, target).map(Some),
@@ -283,6 +325,6 @@ fn is_retryable_transport(err: &kube::Error) -> bool {
         "timeout",
         "unexpected eof",
     ]
-        .iter()
-        .any(|needle| text.contains(needle))
+    .iter()
+    .any(|needle| text.contains(needle))
 }

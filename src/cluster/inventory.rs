@@ -57,12 +57,21 @@ async fn calico_api_mode(cluster: &Cluster) -> Result<CalicoApiMode> {
         .await;
     Ok(match registration {
         // A CRD-backed group gets a local APIService (no spec.service).
-        Ok(Some(service)) if service.pointer("/spec/service").is_some_and(|s| !s.is_null()) => {
+        Ok(Some(service))
+            if service
+                .pointer("/spec/service")
+                .is_some_and(|s| !s.is_null()) =>
+        {
             CalicoApiMode::AggregatedApiserver
         }
         Ok(_) => CalicoApiMode::NativeCrds,
-        // Without permission to read APIServices, the pods tell (see facts::detect).
-        Err(_) => CalicoApiMode::AggregatedApiserver,
+        // Without permission to read APIServices, assume the common case and say so.
+        Err(err) => {
+            tracing::warn!(
+                "cannot get apiservices.apiregistration.k8s.io/v3.projectcalico.org ({err}); assuming the aggregated calico-apiserver serves projectcalico.org/v3"
+            );
+            CalicoApiMode::AggregatedApiserver
+        }
     })
 }
 
@@ -97,7 +106,12 @@ async fn list_calico(cluster: &Cluster, kind: CalicoKind) -> Result<Vec<Value>> 
         .unwrap_or_default())
 }
 
-async fn list_core(cluster: &Cluster, path: &str, selector: Option<&str>, resource: &str) -> Result<Vec<Value>> {
+async fn list_core(
+    cluster: &Cluster,
+    path: &str,
+    selector: Option<&str>,
+    resource: &str,
+) -> Result<Vec<Value>> {
     Ok(cluster
         .api
         .list(path, selector, &core_target(resource))
@@ -113,6 +127,11 @@ async fn list_ip_pools(cluster: &Cluster) -> Result<Option<Vec<Value>>> {
         .api
         .list("/apis/projectcalico.org/v3/ippools", None, &target)
         .await
+        .inspect_err(|err| {
+            tracing::warn!(
+                "cannot list ippools.projectcalico.org ({err}); the flow check assumes VXLAN"
+            )
+        })
         .ok()
         .flatten())
 }

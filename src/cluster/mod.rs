@@ -69,12 +69,18 @@ fn kubeconfig_error(path: Option<&PathBuf>, err: KubeconfigError) -> Error {
     };
     Error::Config {
         message: format!("cannot read {source}: {detail}"),
-        hint: Some("check the file with `kubectl config view`, or point --kubeconfig at another one".into()),
+        hint: Some(
+            "check the file with `kubectl config view`, or point --kubeconfig at another one"
+                .into(),
+        ),
     }
 }
 
 /// Check names against the kubeconfig before anything is sent, so typos are usage errors.
-pub fn resolve_context(kubeconfig: &Kubeconfig, options: &ConnectOptions) -> Result<(String, String)> {
+pub fn resolve_context(
+    kubeconfig: &Kubeconfig,
+    options: &ConnectOptions,
+) -> Result<(String, String)> {
     let context_name = options
         .context
         .clone()
@@ -83,7 +89,11 @@ pub fn resolve_context(kubeconfig: &Kubeconfig, options: &ConnectOptions) -> Res
             message: "the kubeconfig has no current context".into(),
             hint: Some("pass --context NAME or run `kubectl config use-context NAME`".into()),
         })?;
-    let names: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = kubeconfig
+        .contexts
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     let context = kubeconfig
         .contexts
         .iter()
@@ -112,7 +122,12 @@ pub fn resolve_context(kubeconfig: &Kubeconfig, options: &ConnectOptions) -> Res
         .as_user
         .clone()
         .or_else(|| options.user.clone())
-        .or_else(|| context.context.as_ref().map(|c| c.user.clone().unwrap_or_default()))
+        .or_else(|| {
+            context
+                .context
+                .as_ref()
+                .map(|c| c.user.clone().unwrap_or_default())
+        })
         .unwrap_or_default();
     Ok((context_name, user))
 }
@@ -141,7 +156,10 @@ pub async fn connect(options: &ConnectOptions) -> Result<Cluster> {
     }
     let client = kube::Client::try_from(config.clone()).map_err(|err| Error::Config {
         message: format!("cannot build a client for context {context_name:?}: {err}"),
-        hint: Some("check the context's certificates and server URL with `kubectl config view --minify`".into()),
+        hint: Some(
+            "check the context's certificates and server URL with `kubectl config view --minify`"
+                .into(),
+        ),
     })?;
     Ok(Cluster {
         api: Api::new(client.clone()),

@@ -29,7 +29,9 @@ impl<'a> Writer<'a> {
         match self.send(change).await {
             Err(err) if err.status() == Some(409) && self.dry_run == DryRun::None => {
                 match self.live(change).await? {
-                    Some(live) if crate::journal::same_essence(Some(&live), change.after.as_ref()) => {
+                    Some(live)
+                        if crate::journal::same_essence(Some(&live), change.after.as_ref()) =>
+                    {
                         tracing::info!(object = %change.display_name(), "already as intended after a retried write");
                         Ok(Some(live))
                     }
@@ -65,23 +67,38 @@ impl<'a> Writer<'a> {
             ChangeKind::Create => {
                 let target = calico_target("create", change.object_kind, ns, name);
                 let path = calico_path(change.object_kind, ns, None);
-                api.create(&path, body.expect("create has a body"), server_dry_run, &target)
-                    .await
-                    .map(Some)
+                api.create(
+                    &path,
+                    body.expect("create has a body"),
+                    server_dry_run,
+                    &target,
+                )
+                .await
+                .map(Some)
             }
             ChangeKind::Update | ChangeKind::Adopt => {
                 let target = calico_target("update", change.object_kind, ns, name);
                 let path = calico_path(change.object_kind, ns, name);
-                api.replace(&path, body.expect("update has a body"), server_dry_run, &target)
-                    .await
-                    .map(Some)
+                api.replace(
+                    &path,
+                    body.expect("update has a body"),
+                    server_dry_run,
+                    &target,
+                )
+                .await
+                .map(Some)
             }
             ChangeKind::Patch => {
                 let target = calico_target("patch", change.object_kind, ns, name);
                 let path = calico_path(change.object_kind, ns, name);
-                api.merge_patch(&path, body.expect("patch has a body"), server_dry_run, &target)
-                    .await
-                    .map(Some)
+                api.merge_patch(
+                    &path,
+                    body.expect("patch has a body"),
+                    server_dry_run,
+                    &target,
+                )
+                .await
+                .map(Some)
             }
             ChangeKind::Delete => {
                 let target = calico_target("delete", change.object_kind, ns, name);

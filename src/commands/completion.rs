@@ -173,7 +173,7 @@ pub fn run(args: &CompletionArgs, global: &GlobalArgs) -> Result<ExitStatus> {
         CompletionShell::Powershell => Shell::PowerShell,
         CompletionShell::Elvish => Shell::Elvish,
         CompletionShell::Kubectl => {
-            return install_kubectl_hook(&printer, args.install.requested());
+            return install_kubectl_hook(&printer, args.install.as_ref().map(Option::as_deref));
         }
     };
     if args.install.is_some() {
@@ -183,28 +183,6 @@ pub fn run(args: &CompletionArgs, global: &GlobalArgs) -> Result<ExitStatus> {
     }
     printer.data(&script(shell));
     Ok(ExitStatus::Success)
-}
-
-/// `--install [DIR]`: not given, given alone (`Some(None)`), or given a directory.
-trait InstallRequest {
-    fn requested(&self) -> Option<Option<&Path>>;
-}
-
-/// clap's idiom for a flag with an optional value.
-impl InstallRequest for Option<Option<PathBuf>> {
-    fn requested(&self) -> Option<Option<&Path>> {
-        self.as_ref().map(Option::as_deref)
-    }
-}
-
-/// An empty path standing for "given alone". clap's PathBuf parser refuses an empty
-/// `default_missing_value`, so bare `--install` needs cli.rs to say `Option<Option<PathBuf>>`;
-/// this impl goes once it does.
-impl InstallRequest for Option<PathBuf> {
-    fn requested(&self) -> Option<Option<&Path>> {
-        self.as_deref()
-            .map(|dir| Some(dir).filter(|d| !d.as_os_str().is_empty()))
-    }
 }
 
 fn install_kubectl_hook(printer: &Printer, dir: Option<Option<&Path>>) -> Result<ExitStatus> {

@@ -30,7 +30,9 @@ fn target_value(args: &EnableHepArgs) -> &'static str {
 /// single-quoted here-string, which neither version interprets.
 pub fn command_for(shell: PrintShell, value: &str, context: Option<&str>) -> String {
     let patch = auto_create_patch(value).to_string();
-    let context_flag = context.map(|c| format!(" --context {c}")).unwrap_or_default();
+    let context_flag = context
+        .map(|c| format!(" --context {c}"))
+        .unwrap_or_default();
     match shell {
         PrintShell::Bash => format!(
             "kubectl{context_flag} patch kubecontrollersconfiguration default --type=merge --patch='{patch}'\n"
@@ -42,15 +44,23 @@ pub fn command_for(shell: PrintShell, value: &str, context: Option<&str>) -> Str
 }
 
 pub fn print_command(args: &EnableHepArgs, global: &GlobalArgs) -> Result<ExitStatus> {
-    let shell = args.print_command.expect("only called with --print-command");
+    let shell = args
+        .print_command
+        .expect("only called with --print-command");
     let printer = crate::ui::Printer::new(global.no_color, None);
-    printer.data(&command_for(shell, target_value(args), global.context.as_deref()));
+    printer.data(&command_for(
+        shell,
+        target_value(args),
+        global.context.as_deref(),
+    ));
     Ok(ExitStatus::Success)
 }
 
 pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
     if ctx.namespace.is_some() {
-        return Err(Error::usage("-n/--namespace does not apply to enable-hep: KubeControllersConfiguration is cluster-wide"));
+        return Err(Error::usage(
+            "-n/--namespace does not apply to enable-hep: KubeControllersConfiguration is cluster-wide",
+        ));
     }
     let timeout = parse_duration(&args.timeout, "--timeout")?;
     let value = target_value(args);
@@ -75,8 +85,16 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
     if args.disable {
         ctx.printer.warn("setting autoCreate to Disabled makes Calico DELETE every automatic host endpoint (<node>-auto-hep); hosts are then unprotected");
     }
-    let Some(change) = patch_change(StageId::EnableHep, CalicoKind::KubeControllersConfiguration, kcc, auto_create_patch(value)) else {
-        ctx.printer.say_tone(Tone::Good, &format!("enable-hep: autoCreate is already {value}; nothing to change"));
+    let Some(change) = patch_change(
+        StageId::EnableHep,
+        CalicoKind::KubeControllersConfiguration,
+        kcc,
+        auto_create_patch(value),
+    ) else {
+        ctx.printer.say_tone(
+            Tone::Good,
+            &format!("enable-hep: autoCreate is already {value}; nothing to change"),
+        );
         if args.wait && !args.disable {
             wait_for_host_endpoints(ctx, &cluster, timeout).await?;
         }
@@ -88,7 +106,10 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
         let question = if args.disable {
             "Set autoCreate to Disabled (Calico deletes the automatic host endpoints)?".to_string()
         } else {
-            format!("Enable automatic host endpoints on {} node(s)?", facts.node_count)
+            format!(
+                "Enable automatic host endpoints on {} node(s)?",
+                facts.node_count
+            )
         };
         if !ctx.prompter.confirm(&question)? {
             return Err(Error::Cancelled("cancelled: nothing was changed".into()));
@@ -108,7 +129,9 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-async fn host_endpoint_nodes(cluster: &crate::cluster::Cluster) -> Result<(Vec<String>, Vec<Value>)> {
+async fn host_endpoint_nodes(
+    cluster: &crate::cluster::Cluster,
+) -> Result<(Vec<String>, Vec<Value>)> {
     let live = inventory::fetch(cluster).await?;
     let facts = facts::detect(&live.inventory);
     let missing = facts
@@ -120,17 +143,23 @@ async fn host_endpoint_nodes(cluster: &crate::cluster::Cluster) -> Result<(Vec<S
     Ok((missing, live.inventory.host_endpoints))
 }
 
-async fn wait_for_host_endpoints(ctx: &Context, cluster: &crate::cluster::Cluster, timeout: Duration) -> Result<()> {
+async fn wait_for_host_endpoints(
+    ctx: &Context,
+    cluster: &crate::cluster::Cluster,
+    timeout: Duration,
+) -> Result<()> {
     let start = Instant::now();
     let (missing, heps) = host_endpoint_nodes(cluster).await?;
-    let total = (missing.len() + heps.iter().filter_map(|h| h.pointer("/spec/node")).count()) as u64;
+    let total =
+        (missing.len() + heps.iter().filter_map(|h| h.pointer("/spec/node")).count()) as u64;
     let bar = progress_bar(ctx, total.max(missing.len() as u64));
     let mut missing = missing;
     loop {
         bar.set_position(total.saturating_sub(missing.len() as u64));
         if missing.is_empty() {
             bar.finish_and_clear();
-            ctx.printer.say_tone(Tone::Good, "every node has a host endpoint");
+            ctx.printer
+                .say_tone(Tone::Good, "every node has a host endpoint");
             return Ok(());
         }
         if start.elapsed() >= timeout {
@@ -145,33 +174,49 @@ async fn wait_for_host_endpoints(ctx: &Context, cluster: &crate::cluster::Cluste
     }
 }
 
-async fn wait_for_no_auto_host_endpoints(ctx: &Context, cluster: &crate::cluster::Cluster, timeout: Duration) -> Result<()> {
+async fn wait_for_no_auto_host_endpoints(
+    ctx: &Context,
+    cluster: &crate::cluster::Cluster,
+    timeout: Duration,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         let (_, heps) = host_endpoint_nodes(cluster).await?;
         let auto = heps
             .iter()
-            .filter(|h| h.pointer("/metadata/labels/projectcalico.org~1created-by").and_then(Value::as_str) == Some("calico-kube-controllers"))
+            .filter(|h| {
+                h.pointer("/metadata/labels/projectcalico.org~1created-by")
+                    .and_then(Value::as_str)
+                    == Some("calico-kube-controllers")
+            })
             .count();
         if auto == 0 {
             ctx.printer.say("the automatic host endpoints are gone");
             return Ok(());
         }
         if start.elapsed() >= timeout {
-            return Err(Error::refused(format!("timed out: {auto} automatic host endpoint(s) remain"), None));
+            return Err(Error::refused(
+                format!("timed out: {auto} automatic host endpoint(s) remain"),
+                None,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 fn progress_bar(ctx: &Context, total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     if !ctx.printer.color {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} host endpoints {pos}/{len} nodes [{elapsed}]")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} host endpoints {pos}/{len} nodes [{elapsed}]",
+        )
+        .expect("valid template"),
     );
     bar
 }

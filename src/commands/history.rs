@@ -13,17 +13,30 @@ pub async fn run(ctx: &Context) -> Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     if revisions.is_empty() {
-        ctx.printer.say(&format!("no history in namespace {}: this tool has not changed this cluster", ctx.history_namespace));
+        ctx.printer.say(&format!(
+            "no history in namespace {}: this tool has not changed this cluster",
+            ctx.history_namespace
+        ));
         return Ok(ExitStatus::Success);
     }
-    let mut out = format!("{:<9}{:<22}{:<24}{:<13}{:<8}{}\n", "REVISION", "TIME", "USER", "STATE", "OBJECTS", "COMMAND");
+    let user_width = revisions
+        .iter()
+        .map(|r| r.user.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4)
+        + 2;
+    let mut out = format!(
+        "{:<9}{:<22}{:<user_width$}{:<13}{:<8}{}\n",
+        "REVISION", "TIME", "USER", "STATE", "OBJECTS", "COMMAND"
+    );
     for r in &revisions {
         let applied = r.objects.iter().filter(|o| o.applied).count();
         out.push_str(&format!(
-            "{:<9}{:<22}{:<24}{:<13}{:<8}{}\n",
+            "{:<9}{:<22}{:<user_width$}{:<13}{:<8}{}\n",
             r.revision,
             r.time,
-            truncate(&r.user, 22),
+            r.user,
             r.state.as_str(),
             format!("{applied}/{}", r.objects.len()),
             r.command
@@ -31,12 +44,4 @@ pub async fn run(ctx: &Context) -> Result<ExitStatus> {
     }
     ctx.printer.data(&out);
     Ok(ExitStatus::Success)
-}
-
-fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(width - 1).collect::<String>())
-    }
 }

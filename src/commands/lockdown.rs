@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::calico::policy::CalicoKind;
 use crate::cli::{DryRun, LockdownArgs};
-use crate::cluster::inventory;
 use crate::cluster::Cluster;
+use crate::cluster::inventory;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts;
@@ -40,7 +40,9 @@ impl LockdownOptions {
 
 pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus> {
     if ctx.namespace.is_some() {
-        return Err(Error::usage("-n/--namespace does not apply to lockdown: the safety net is cluster-wide"));
+        return Err(Error::usage(
+            "-n/--namespace does not apply to lockdown: the safety net is cluster-wide",
+        ));
     }
     let cluster = ctx.connect().await?;
     let live = inventory::fetch(&cluster).await?;
@@ -49,8 +51,13 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
     let checks = run_checks(&facts, &live, &stage_options);
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     for c in &checks {
-        let mark = if c.passed { ctx.printer.paint(Tone::Good, "ok  ") } else { ctx.printer.paint(Tone::Bad, "FAIL") };
-        ctx.printer.say(&format!("{mark} {}: {}", c.check, c.detail));
+        let mark = if c.passed {
+            ctx.printer.paint(Tone::Good, "ok  ")
+        } else {
+            ctx.printer.paint(Tone::Bad, "FAIL")
+        };
+        ctx.printer
+            .say(&format!("{mark} {}: {}", c.check, c.detail));
     }
     if !failed.is_empty() {
         if !options.force {
@@ -58,14 +65,21 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
                 format!(
                     "lockdown refused: {} preflight check(s) failed: {}",
                     failed.len(),
-                    failed.iter().map(|c| c.check.as_str()).collect::<Vec<_>>().join(", ")
+                    failed
+                        .iter()
+                        .map(|c| c.check.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 Some("fix what the failed checks say, or pass --force to lock down anyway".into()),
             ));
         }
-        ctx.printer.warn("--force: locking down although preflight checks failed");
+        ctx.printer
+            .warn("--force: locking down although preflight checks failed");
     }
-    let StageRender::Objects(safety_net) = stages::render(StageId::SafetyNet, &facts, &stage_options) else {
+    let StageRender::Objects(safety_net) =
+        stages::render(StageId::SafetyNet, &facts, &stage_options)
+    else {
         unreachable!("the safety net always renders")
     };
     let changes: Vec<Change> = safety_net
@@ -74,7 +88,10 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         .map(|object| delete_change(StageId::Lockdown, CalicoKind::GlobalNetworkPolicy, object))
         .collect();
     if changes.is_empty() {
-        ctx.printer.say_tone(Tone::Good, "lockdown: the safety net is already gone; default deny is in force");
+        ctx.printer.say_tone(
+            Tone::Good,
+            "lockdown: the safety net is already gone; default deny is in force",
+        );
         return Ok(ExitStatus::Success);
     }
     show_changes(ctx, &changes);
@@ -95,25 +112,37 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
 }
 
 /// Probe with fresh TCP and TLS connections (a new client, not the pooled one), then ask.
-async fn commit_confirmed(ctx: &Context, cluster: &Cluster, revision: u64, timeout: Duration) -> Result<ExitStatus> {
-    ctx.printer.say("checking that NEW connections to the API server still work...");
+async fn commit_confirmed(
+    ctx: &Context,
+    cluster: &Cluster,
+    revision: u64,
+    timeout: Duration,
+) -> Result<ExitStatus> {
+    ctx.printer
+        .say("checking that NEW connections to the API server still work...");
     let probe = fresh_connection_probe(cluster).await;
     let reason = match probe {
         Err(err) => format!("new connections to the API server fail after lockdown ({err})"),
         Ok(()) => {
-            ctx.printer.say_tone(Tone::Good, &format!("{PROBE_ATTEMPTS} fresh connections to the API server succeeded"));
+            ctx.printer.say_tone(
+                Tone::Good,
+                &format!("{PROBE_ATTEMPTS} fresh connections to the API server succeeded"),
+            );
             let confirmed = ctx.prompter.confirm_within(
                 &format!("Can you still reach what you need (kubectl from another terminal)? Confirm within {}s, or the safety net is restored", timeout.as_secs()),
                 timeout,
             )?;
             if confirmed {
-                ctx.printer.say_tone(Tone::Good, "lockdown confirmed: default deny is in force");
+                ctx.printer
+                    .say_tone(Tone::Good, "lockdown confirmed: default deny is in force");
                 return Ok(ExitStatus::Success);
             }
             "no confirmation in time".to_string()
         }
     };
-    ctx.printer.warn(&format!("{reason}: restoring the safety net over the existing connection"));
+    ctx.printer.warn(&format!(
+        "{reason}: restoring the safety net over the existing connection"
+    ));
     restore(ctx, cluster, revision, &reason).await?;
     Err(Error::refused(
         format!("lockdown reverted: {reason}; the safety net is back"),
@@ -124,14 +153,18 @@ async fn commit_confirmed(ctx: &Context, cluster: &Cluster, revision: u64, timeo
 async fn fresh_connection_probe(cluster: &Cluster) -> std::result::Result<(), String> {
     let mut config = cluster.config.clone();
     if let Ok(url) = std::env::var(PROBE_URL_ENV) {
-        config.cluster_url = url.parse().map_err(|e| format!("invalid {PROBE_URL_ENV}: {e}"))?;
+        config.cluster_url = url
+            .parse()
+            .map_err(|e| format!("invalid {PROBE_URL_ENV}: {e}"))?;
     }
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(5));
     for attempt in 1..=PROBE_ATTEMPTS {
         // A new client has an empty pool: every probe opens its own TCP connection and TLS session.
         let client = kube::Client::try_from(config.clone()).map_err(|e| e.to_string())?;
-        let request = http::Request::get("/version").body(Vec::new()).map_err(|e| e.to_string())?;
+        let request = http::Request::get("/version")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
         if let Err(err) = client.request_text(request).await {
             return Err(format!("probe {attempt}: {err}"));
         }
@@ -144,12 +177,21 @@ async fn restore(ctx: &Context, cluster: &Cluster, revision: u64, reason: &str) 
     let store = ctx.store(cluster);
     let history = store.list().await?;
     let Some(lockdown) = history.iter().find(|r| r.revision == revision) else {
-        return Err(Error::refused(format!("revision {revision} vanished from the history; run `kubectl calico-harden rollback`"), None));
+        return Err(Error::refused(
+            format!(
+                "revision {revision} vanished from the history; run `kubectl calico-harden rollback`"
+            ),
+            None,
+        ));
     };
     let live = inventory::fetch(cluster).await?;
     let mut current = BTreeMap::new();
     for object in &lockdown.objects {
-        current.insert(object.key(), live.find(object.kind, object.namespace.as_deref(), &object.name).cloned());
+        current.insert(
+            object.key(),
+            live.find(object.kind, object.namespace.as_deref(), &object.name)
+                .cloned(),
+        );
     }
     let (changes, _) = journal::undo_plan(&[lockdown], &current);
     let applied = apply_changes(ctx, cluster, &changes, vec![revision]).await?;

@@ -132,11 +132,20 @@ fn command_line() -> String {
             continue;
         }
         let lower = arg.to_lowercase();
-        if ["--token", "--password", "--client-key"].iter().any(|f| lower == *f) {
+        if ["--token", "--password", "--client-key"]
+            .iter()
+            .any(|f| lower == *f)
+        {
             skip_next = true;
         }
-        if ["--token=", "--password=", "--client-key="].iter().any(|f| lower.starts_with(f)) {
-            words.push(format!("{}=<redacted>", arg.split('=').next().unwrap_or_default()));
+        if ["--token=", "--password=", "--client-key="]
+            .iter()
+            .any(|f| lower.starts_with(f))
+        {
+            words.push(format!(
+                "{}=<redacted>",
+                arg.split('=').next().unwrap_or_default()
+            ));
             continue;
         }
         words.push(arg);
@@ -180,32 +189,74 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
     }
     let ctx = Context::from_args(&cli.global)?;
     match cli.command {
-        Command::SafetyNet => stage::run(&ctx, StageId::SafetyNet, stage::StageArgs::default()).await,
-        Command::Localhost => stage::run(&ctx, StageId::Localhost, stage::StageArgs::default()).await,
+        Command::SafetyNet => {
+            stage::run(&ctx, StageId::SafetyNet, stage::StageArgs::default()).await
+        }
+        Command::Localhost => {
+            stage::run(&ctx, StageId::Localhost, stage::StageArgs::default()).await
+        }
         Command::IsolateApps(args) => {
-            stage::run(&ctx, StageId::IsolateApps, stage::StageArgs::isolate(&args.exclude_namespaces)?).await
+            stage::run(
+                &ctx,
+                StageId::IsolateApps,
+                stage::StageArgs::isolate(&args.exclude_namespaces)?,
+            )
+            .await
         }
         Command::CalicoApiserverToKapi => {
-            stage::run(&ctx, StageId::CalicoApiserverToKapi, stage::StageArgs::default()).await
+            stage::run(
+                &ctx,
+                StageId::CalicoApiserverToKapi,
+                stage::StageArgs::default(),
+            )
+            .await
         }
         Command::ControllersToCalicoApiserver => {
-            stage::run(&ctx, StageId::ControllersToCalicoApiserver, stage::StageArgs::default()).await
+            stage::run(
+                &ctx,
+                StageId::ControllersToCalicoApiserver,
+                stage::StageArgs::default(),
+            )
+            .await
         }
         Command::HostsToCalicoApiserver => {
-            stage::run(&ctx, StageId::HostsToCalicoApiserver, stage::StageArgs::default()).await
+            stage::run(
+                &ctx,
+                StageId::HostsToCalicoApiserver,
+                stage::StageArgs::default(),
+            )
+            .await
         }
-        Command::NodesToKapi => stage::run(&ctx, StageId::NodesToKapi, stage::StageArgs::default()).await,
-        Command::SrcnatToKapi => stage::run(&ctx, StageId::SrcnatToKapi, stage::StageArgs::default()).await,
-        Command::NodesToTypha => stage::run(&ctx, StageId::NodesToTypha, stage::StageArgs::default()).await,
+        Command::NodesToKapi => {
+            stage::run(&ctx, StageId::NodesToKapi, stage::StageArgs::default()).await
+        }
+        Command::SrcnatToKapi => {
+            stage::run(&ctx, StageId::SrcnatToKapi, stage::StageArgs::default()).await
+        }
+        Command::NodesToTypha => {
+            stage::run(&ctx, StageId::NodesToTypha, stage::StageArgs::default()).await
+        }
         Command::Kubelet => stage::run(&ctx, StageId::Kubelet, stage::StageArgs::default()).await,
         Command::ControllersToKapi => {
-            stage::run(&ctx, StageId::ControllersToKapi, stage::StageArgs::default()).await
+            stage::run(
+                &ctx,
+                StageId::ControllersToKapi,
+                stage::StageArgs::default(),
+            )
+            .await
         }
         Command::Registry(args) => {
-            stage::run(&ctx, StageId::Registry, stage::StageArgs::registry(&args.ip, &args.port)?).await
+            stage::run(
+                &ctx,
+                StageId::Registry,
+                stage::StageArgs::registry(&args.ip, &args.port)?,
+            )
+            .await
         }
         Command::EnableHep(args) => enable_hep::run(&ctx, &args).await,
-        Command::Lockdown(args) => lockdown::run(&ctx, &lockdown::LockdownOptions::from_args(&args)?).await,
+        Command::Lockdown(args) => {
+            lockdown::run(&ctx, &lockdown::LockdownOptions::from_args(&args)?).await
+        }
         Command::Plan => plan::run(&ctx).await,
         Command::Render(args) => render::run_live(&args, &ctx).await,
         Command::Up(args) => up::run(&ctx, &args).await,
@@ -310,7 +361,10 @@ pub async fn apply_changes(
         for change in changes {
             results.push(writer.apply(change).await?);
         }
-        return Ok(Applied { results, revision: None });
+        return Ok(Applied {
+            results,
+            revision: None,
+        });
     }
     crate::interrupt::watch();
     let store = ctx.store(cluster);
@@ -320,7 +374,9 @@ pub async fn apply_changes(
     for (index, change) in changes.iter().enumerate() {
         if crate::interrupt::requested() {
             let message = format!("interrupted after {index} of {} change(s)", changes.len());
-            recorder.finish(RevisionState::Failed, Some(message.clone())).await?;
+            recorder
+                .finish(RevisionState::Failed, Some(message.clone()))
+                .await?;
             return Err(Error::Cancelled(format!(
                 "{message}; recorded as revision {} (undo: kubectl calico-harden rollback)",
                 recorder.revision.revision
@@ -333,7 +389,10 @@ pub async fn apply_changes(
                     std::process::abort();
                 }
                 if let Err(err) = recorder.record(index, result.clone()).await {
-                    let message = format!("{} was written but could not be recorded: {err}", change.display_name());
+                    let message = format!(
+                        "{} was written but could not be recorded: {err}",
+                        change.display_name()
+                    );
                     let _ = recorder.finish(RevisionState::Failed, Some(message)).await;
                     return Err(err.with_hint(&format!(
                         "revision {} may miss this object; `kubectl calico-harden rollback` still finds it by comparing the live object",
@@ -396,7 +455,10 @@ mod tests {
         assert_eq!(parse_duration("0", "x").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("30s", "x").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("2m", "x").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("500ms", "x").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("500ms", "x").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_duration("45", "x").unwrap(), Duration::from_secs(45));
         for bad in ["", "abc", "5x", "-1s", "1e400"] {
             assert!(parse_duration(bad, "x").is_err(), "{bad}");

@@ -44,7 +44,10 @@ impl StageState {
     }
 
     pub fn is_in_place(self) -> bool {
-        matches!(self, Self::Applied | Self::AppliedByHand | Self::NotApplicable)
+        matches!(
+            self,
+            Self::Applied | Self::AppliedByHand | Self::NotApplicable
+        )
     }
 }
 
@@ -70,10 +73,20 @@ pub struct PlanReport {
     pub next_step: String,
 }
 
-fn policy_stage_status(stage: StageId, facts: &ClusterFacts, live: &LiveState, options: &StageOptions) -> StageStatus {
+fn policy_stage_status(
+    stage: StageId,
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> StageStatus {
     let objects = match stages::render(stage, facts, options) {
         StageRender::NotApplicable(reason) => {
-            return StageStatus { stage, state: StageState::NotApplicable, detail: reason, objects: vec![] };
+            return StageStatus {
+                stage,
+                state: StageState::NotApplicable,
+                detail: reason,
+                objects: vec![],
+            };
         }
         StageRender::Objects(objects) => objects,
     };
@@ -97,41 +110,87 @@ fn policy_stage_status(stage: StageId, facts: &ClusterFacts, live: &LiveState, o
     } else {
         StageState::Applied
     };
-    StageStatus { stage, state, detail: stage.summary().to_string(), objects: statuses }
+    StageStatus {
+        stage,
+        state,
+        detail: stage.summary().to_string(),
+        objects: statuses,
+    }
 }
 
 fn enable_hep_status(facts: &ClusterFacts) -> StageStatus {
     let hep = &facts.host_endpoints;
-    let missing_nodes: Vec<&String> = facts.nodes.iter().filter(|n| !hep.nodes_with_hep.contains(n)).collect();
+    let missing_nodes: Vec<&String> = facts
+        .nodes
+        .iter()
+        .filter(|n| !hep.nodes_with_hep.contains(n))
+        .collect();
     let (state, detail) = if !hep.config_present {
-        (StageState::Missing, "KubeControllersConfiguration default does not exist".to_string())
+        (
+            StageState::Missing,
+            "KubeControllersConfiguration default does not exist".to_string(),
+        )
     } else if hep.overridden() {
         (
             StageState::Overridden,
-            format!("spec says {} but kube-controllers runs with {} (an environment variable overrides it)", hep.auto_create_spec, hep.effective()),
+            format!(
+                "spec says {} but kube-controllers runs with {} (an environment variable overrides it)",
+                hep.auto_create_spec,
+                hep.effective()
+            ),
         )
     } else if hep.effective() != "Enabled" {
-        (StageState::Missing, format!("autoCreate is {}", hep.effective()))
+        (
+            StageState::Missing,
+            format!("autoCreate is {}", hep.effective()),
+        )
     } else if !missing_nodes.is_empty() {
-        (StageState::Partial, format!("autoCreate is Enabled; no host endpoint yet for {}", join(&missing_nodes)))
+        (
+            StageState::Partial,
+            format!(
+                "autoCreate is Enabled; no host endpoint yet for {}",
+                join(&missing_nodes)
+            ),
+        )
     } else {
-        (StageState::Applied, format!("autoCreate is Enabled; {} node(s) have host endpoints", hep.nodes_with_hep.len()))
+        (
+            StageState::Applied,
+            format!(
+                "autoCreate is Enabled; {} node(s) have host endpoints",
+                hep.nodes_with_hep.len()
+            ),
+        )
     };
-    StageStatus { stage: StageId::EnableHep, state, detail, objects: vec![] }
+    StageStatus {
+        stage: StageId::EnableHep,
+        state,
+        detail,
+        objects: vec![],
+    }
 }
 
 fn join(items: &[&String]) -> String {
-    items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every stage's status, in order. The safety net reads "removed" once lockdown happened.
-pub fn statuses(facts: &ClusterFacts, live: &LiveState, options: &StageOptions) -> Vec<StageStatus> {
+pub fn statuses(
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> Vec<StageStatus> {
     let mut list: Vec<StageStatus> = StageId::policy_stages()
         .map(|stage| policy_stage_status(stage, facts, live, options))
         .collect();
     list.push(enable_hep_status(facts));
     let safety_net_missing = list[0].state == StageState::Missing;
-    let others_in_place = list[1..].iter().all(|s| s.state.is_in_place() || s.stage == StageId::Registry);
+    let others_in_place = list[1..]
+        .iter()
+        .all(|s| s.state.is_in_place() || s.stage == StageId::Registry);
     let locked = safety_net_missing && others_in_place;
     if locked {
         list[0].state = StageState::Removed;
@@ -139,7 +198,11 @@ pub fn statuses(facts: &ClusterFacts, live: &LiveState, options: &StageOptions) 
     }
     list.push(StageStatus {
         stage: StageId::Lockdown,
-        state: if locked { StageState::Applied } else { StageState::Missing },
+        state: if locked {
+            StageState::Applied
+        } else {
+            StageState::Missing
+        },
         detail: StageId::Lockdown.summary().into(),
         objects: vec![],
     });
@@ -167,7 +230,10 @@ pub async fn run(ctx: &Context) -> Result<ExitStatus> {
     let cluster = ctx.connect().await?;
     let live = inventory::fetch(&cluster).await?;
     let facts = facts::detect(&live.inventory);
-    let options = StageOptions { namespace_override: ctx.namespace.clone(), ..StageOptions::with_defaults() };
+    let options = StageOptions {
+        namespace_override: ctx.namespace.clone(),
+        ..StageOptions::with_defaults()
+    };
     let stages = statuses(&facts, &live, &options);
     let report = PlanReport {
         context: cluster.context_name.clone(),
@@ -187,20 +253,76 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
     let p = &ctx.printer;
     let f = &report.facts;
     let nodes = |list: &[crate::facts::NodeRef]| {
-        if list.is_empty() { "none".to_string() } else { list.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(", ") }
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.iter()
+                .map(|n| n.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     };
     let mut out = String::new();
     out.push_str(&format!("context:             {}\n", report.context));
-    out.push_str(&format!("calico API:          {}\n", serde_json::to_value(f.calico_api).unwrap().as_str().unwrap_or_default()));
-    out.push_str(&format!("control plane:       {} (from {})\n", nodes(&f.control_plane_nodes), f.control_plane_source));
+    out.push_str(&format!(
+        "calico API:          {}\n",
+        serde_json::to_value(f.calico_api)
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+    ));
+    out.push_str(&format!(
+        "control plane:       {} (from {})\n",
+        nodes(&f.control_plane_nodes),
+        f.control_plane_source
+    ));
     out.push_str(&format!("API server port:     {}\n", f.apiserver_port));
-    out.push_str(&format!("calico-apiserver:    {}\n", f.calico_apiserver_namespace.as_deref().map_or("not running".to_string(), |ns| format!("namespace {ns}, port {}", f.calico_apiserver_port))));
-    out.push_str(&format!("kube-controllers:    namespace {}\n", f.kube_controllers_namespace));
-    out.push_str(&format!("typha:               {}\n", if f.typha_nodes.is_empty() { "not running".into() } else { nodes(&f.typha_nodes) }));
-    out.push_str(&format!("nodes:               {} ({} with a host endpoint)\n", f.node_count, f.host_endpoints.nodes_with_hep.len()));
-    out.push_str(&format!("failsafe inbound:    {}{}\n\n", f.failsafe.inbound.join(" "), if f.failsafe.defaults { " (Felix defaults)" } else { "" }));
-    let width = report.stages.iter().map(|s| s.stage.name().len()).max().unwrap_or(10) + 2;
-    out.push_str(&p.paint(crate::ui::printer::Tone::Bold, &format!("{:<width$}{:<22}{}\n", "STAGE", "STATE", "DETAIL")));
+    out.push_str(&format!(
+        "calico-apiserver:    {}\n",
+        f.calico_apiserver_namespace
+            .as_deref()
+            .map_or("not running".to_string(), |ns| format!(
+                "namespace {ns}, port {}",
+                f.calico_apiserver_port
+            ))
+    ));
+    out.push_str(&format!(
+        "kube-controllers:    namespace {}\n",
+        f.kube_controllers_namespace
+    ));
+    out.push_str(&format!(
+        "typha:               {}\n",
+        if f.typha_nodes.is_empty() {
+            "not running".into()
+        } else {
+            nodes(&f.typha_nodes)
+        }
+    ));
+    out.push_str(&format!(
+        "nodes:               {} ({} with a host endpoint)\n",
+        f.node_count,
+        f.host_endpoints.nodes_with_hep.len()
+    ));
+    out.push_str(&format!(
+        "failsafe inbound:    {}{}\n\n",
+        f.failsafe.inbound.join(" "),
+        if f.failsafe.defaults {
+            " (Felix defaults)"
+        } else {
+            ""
+        }
+    ));
+    let width = report
+        .stages
+        .iter()
+        .map(|s| s.stage.name().len())
+        .max()
+        .unwrap_or(10)
+        + 2;
+    out.push_str(&p.paint(
+        crate::ui::printer::Tone::Bold,
+        &format!("{:<width$}{:<22}{}\n", "STAGE", "STATE", "DETAIL"),
+    ));
     for status in &report.stages {
         let tone = match status.state {
             StageState::Applied | StageState::AppliedByHand | StageState::Removed => Tone::Good,
@@ -209,7 +331,12 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
             StageState::Partial | StageState::Drifted | StageState::Overridden => Tone::Warn,
         };
         let state = format!("{:<22}", status.state.as_str());
-        out.push_str(&format!("{:<width$}{}{}\n", status.stage.name(), p.paint(tone, &state), status.detail));
+        out.push_str(&format!(
+            "{:<width$}{}{}\n",
+            status.stage.name(),
+            p.paint(tone, &state),
+            status.detail
+        ));
     }
     out.push_str(&format!("\nnext step: {}\n", report.next_step));
     out

@@ -17,11 +17,19 @@ pub struct CheckResult {
 }
 
 fn check(name: &str, passed: bool, detail: String) -> CheckResult {
-    CheckResult { check: name.to_string(), passed, detail }
+    CheckResult {
+        check: name.to_string(),
+        passed,
+        detail,
+    }
 }
 
 /// Every check, passed or not.
-pub fn run_checks(facts: &ClusterFacts, live: &LiveState, options: &StageOptions) -> Vec<CheckResult> {
+pub fn run_checks(
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> Vec<CheckResult> {
     let mut results = Vec::new();
     for status in statuses(facts, live, options) {
         match status.stage {
@@ -72,14 +80,21 @@ const FLOWS_NAMED: usize = 3;
 
 /// Critical flows that would be denied once the safety net is gone and every node has its
 /// host endpoint (`check --after lockdown`).
-pub fn critical_flows_check(facts: &ClusterFacts, live: &LiveState, options: &StageOptions) -> CheckResult {
+pub fn critical_flows_check(
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> CheckResult {
     let report = crate::engine::check(live, facts, options, Some(StageId::Lockdown));
     let denied: Vec<_> = report.denied_in_the_end().collect();
     if denied.is_empty() {
         return check(
             "critical flows",
             true,
-            format!("all {} critical flows stay allowed after lockdown", report.flows.len()),
+            format!(
+                "all {} critical flows stay allowed after lockdown",
+                report.flows.len()
+            ),
         );
     }
     let lines = crate::engine::FlowReport::summarize(denied.iter().copied(), FLOWS_NAMED);

@@ -6,7 +6,9 @@ use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::ui::Printer;
 
-/// Every rule names only the verbs the tool uses on that resource.
+/// Every rule names only the verbs the tool uses on that resource. SelfSubjectReview and
+/// SelfSubjectAccessReview are not listed: Kubernetes grants them to every authenticated user
+/// (ClusterRole system:basic-user).
 pub fn cluster_role() -> serde_json::Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -24,7 +26,6 @@ pub fn cluster_role() -> serde_json::Value {
             {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["kubecontrollersconfigurations"], "verbs": ["get", "patch", "update"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "get", "create", "patch", "delete"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
         ],
     })
 }

@@ -26,7 +26,10 @@ fn offline_facts(args: &RenderArgs) -> Result<ClusterFacts> {
         let mut nodes = Vec::new();
         for name in &args.control_plane_node {
             stages::validate_dns_subdomain(name, "control-plane node name")?;
-            nodes.push(NodeRef { name: name.clone(), hostname: name.clone() });
+            nodes.push(NodeRef {
+                name: name.clone(),
+                hostname: name.clone(),
+            });
         }
         nodes.sort();
         nodes.dedup();
@@ -57,18 +60,28 @@ fn selected(args: &RenderArgs, options: &StageOptions) -> Vec<StageId> {
     }
 }
 
-fn emit(ctx: &Context, facts: &ClusterFacts, options: &StageOptions, stages_to_render: &[StageId]) -> Result<ExitStatus> {
+fn emit(
+    ctx: &Context,
+    facts: &ClusterFacts,
+    options: &StageOptions,
+    stages_to_render: &[StageId],
+) -> Result<ExitStatus> {
     let mut manifests: Vec<Value> = Vec::new();
     for stage in stages_to_render {
         match stages::render(*stage, facts, options) {
-            StageRender::Objects(objects) => manifests.extend(objects.into_iter().map(|o| o.manifest)),
+            StageRender::Objects(objects) => {
+                manifests.extend(objects.into_iter().map(|o| o.manifest))
+            }
             StageRender::NotApplicable(reason) => {
-                ctx.printer.say(&format!("# {stage}: not applicable: {reason}"));
+                ctx.printer
+                    .say(&format!("# {stage}: not applicable: {reason}"));
             }
         }
     }
     match ctx.printer.output {
-        Some(OutputFormat::Json) => ctx.printer.structured(&json!({"apiVersion": "v1", "kind": "List", "items": manifests})),
+        Some(OutputFormat::Json) => ctx
+            .printer
+            .structured(&json!({"apiVersion": "v1", "kind": "List", "items": manifests})),
         _ => ctx.printer.data(&crate::yaml::to_yaml_stream(&manifests)),
     }
     Ok(ExitStatus::Success)

@@ -29,7 +29,11 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
             let known: Vec<String> = history.iter().map(|r| r.revision.to_string()).collect();
             return Err(Error::usage(format!(
                 "revision {n} is not in the history (known: {})",
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
     }
@@ -41,9 +45,10 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
     let live = inventory::fetch(&cluster).await?;
     let mut current = BTreeMap::new();
     for object in to_undo.iter().flat_map(|r| r.objects.iter()) {
-        current
-            .entry(object.key())
-            .or_insert_with(|| live.find(object.kind, object.namespace.as_deref(), &object.name).cloned());
+        current.entry(object.key()).or_insert_with(|| {
+            live.find(object.kind, object.namespace.as_deref(), &object.name)
+                .cloned()
+        });
     }
     let (changes, conflicts) = journal::undo_plan(&to_undo, &current);
     let numbers: Vec<u64> = to_undo.iter().map(|r| r.revision).collect();
@@ -58,9 +63,21 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
                     conflict.revision
                 ),
             );
-            let expected = conflict.expected.as_ref().map(|v| crate::yaml::to_yaml(&presentable(v))).unwrap_or_default();
-            let live = conflict.live.as_ref().map(|v| crate::yaml::to_yaml(&presentable(v))).unwrap_or_default();
-            for line in similar::TextDiff::from_lines(&expected, &live).unified_diff().context_radius(2).iter_hunks() {
+            let expected = conflict
+                .expected
+                .as_ref()
+                .map(|v| crate::yaml::to_yaml(&presentable(v)))
+                .unwrap_or_default();
+            let live = conflict
+                .live
+                .as_ref()
+                .map(|v| crate::yaml::to_yaml(&presentable(v)))
+                .unwrap_or_default();
+            for line in similar::TextDiff::from_lines(&expected, &live)
+                .unified_diff()
+                .context_radius(2)
+                .iter_hunks()
+            {
                 ctx.printer.say(line.to_string().trim_end());
             }
         }
@@ -70,22 +87,32 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
                 Some("review the differences above; pass --force to overwrite them with the recorded state".into()),
             ));
         }
-        ctx.printer.warn("--force: overwriting changes made by others");
+        ctx.printer
+            .warn("--force: overwriting changes made by others");
     }
     ctx.printer.say(&format!(
         "rolling back revision(s) {}",
-        numbers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        numbers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     if changes.is_empty() {
-        ctx.printer.say("the cluster already matches; marking the revisions as rolled back");
+        ctx.printer
+            .say("the cluster already matches; marking the revisions as rolled back");
     } else {
         show_changes(ctx, &changes);
     }
     if ctx.dry_run == DryRun::None {
-        let hep = changes.iter().any(|c| c.object_kind == crate::calico::policy::CalicoKind::KubeControllersConfiguration);
+        let hep = changes.iter().any(|c| {
+            c.object_kind == crate::calico::policy::CalicoKind::KubeControllersConfiguration
+        });
         let mut question = format!("Undo {} change(s)?", changes.len());
         if hep {
-            question = format!("This restores the previous host endpoint autoCreate value; disabling it makes Calico DELETE the automatic host endpoints. {question}");
+            question = format!(
+                "This restores the previous host endpoint autoCreate value; disabling it makes Calico DELETE the automatic host endpoints. {question}"
+            );
         }
         if !ctx.prompter.confirm(&question)? {
             return Err(Error::Cancelled("cancelled: nothing was changed".into()));

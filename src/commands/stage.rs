@@ -50,7 +50,12 @@ pub enum StagePlan {
     Changes(Vec<Change>),
 }
 
-pub fn plan_stage(stage: StageId, facts: &ClusterFacts, live: &LiveState, options: &StageOptions) -> StagePlan {
+pub fn plan_stage(
+    stage: StageId,
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> StagePlan {
     match stages::render(stage, facts, options) {
         StageRender::NotApplicable(reason) => StagePlan::NotApplicable(reason),
         StageRender::Objects(objects) => StagePlan::Changes(
@@ -86,20 +91,26 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     let facts = facts::detect(&live.inventory);
     let changes = match plan_stage(stage, &facts, &live, &options) {
         StagePlan::NotApplicable(reason) => {
-            ctx.printer.say(&format!("{stage}: not applicable: {reason}; nothing to do"));
+            ctx.printer
+                .say(&format!("{stage}: not applicable: {reason}; nothing to do"));
             return Ok(ExitStatus::Success);
         }
         StagePlan::Changes(changes) => changes,
     };
     if changes.is_empty() {
-        ctx.printer.say_tone(Tone::Good, &format!("{stage}: already in place; nothing to do"));
+        ctx.printer.say_tone(
+            Tone::Good,
+            &format!("{stage}: already in place; nothing to do"),
+        );
         say_next_step(ctx, stage);
         return Ok(ExitStatus::Success);
     }
     show_changes(ctx, &changes);
     let changed = super::check::flows_changed_by(&live, &facts, &options, stage);
     super::check::show_flow_changes(ctx, stage, &changed);
-    if ctx.dry_run == crate::cli::DryRun::None && !confirm_changes(ctx, &changes, &format!("stage {stage}"))? {
+    if ctx.dry_run == crate::cli::DryRun::None
+        && !confirm_changes(ctx, &changes, &format!("stage {stage}"))?
+    {
         return Err(Error::Cancelled("cancelled: nothing was changed".into()));
     }
     let applied = apply_changes(ctx, &cluster, &changes, Vec::new()).await?;
@@ -118,7 +129,9 @@ fn say_next_step(ctx: &Context, stage: StageId) {
         .nth(1)
         .filter(|s| **s != StageId::Registry);
     let text = match next {
-        Some(next) => format!("next: kubectl calico-harden {next}   (or `kubectl calico-harden plan` for the whole picture)"),
+        Some(next) => format!(
+            "next: kubectl calico-harden {next}   (or `kubectl calico-harden plan` for the whole picture)"
+        ),
         None => "next: kubectl calico-harden plan".to_string(),
     };
     ctx.printer.say_tone(Tone::Dim, &text);

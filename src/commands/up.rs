@@ -15,7 +15,9 @@ use super::{Context, apply_changes, enable_hep, lockdown, report_applied, show_c
 
 pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     if ctx.namespace.is_some() {
-        return Err(Error::usage("-n/--namespace does not apply to up: pass it to the single namespaced stage commands instead"));
+        return Err(Error::usage(
+            "-n/--namespace does not apply to up: pass it to the single namespaced stage commands instead",
+        ));
     }
     let options = StageOptions {
         excluded_namespaces: stages::parse_namespace_list(&args.exclude_namespaces)?,
@@ -26,7 +28,11 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
         force: args.force,
         confirm_timeout: args.confirm_timeout.clone(),
     })?;
-    let through = args.through.unwrap_or(if args.lockdown { StageId::Lockdown } else { StageId::Registry });
+    let through = args.through.unwrap_or(if args.lockdown {
+        StageId::Lockdown
+    } else {
+        StageId::Registry
+    });
     let wants_lockdown = args.lockdown || through == StageId::Lockdown;
     let wants_hep = wants_lockdown || through == StageId::EnableHep;
 
@@ -41,29 +47,44 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
             continue;
         }
         match plan_stage(stage, &facts, &live, &options) {
-            StagePlan::NotApplicable(reason) => ctx.printer.say_tone(Tone::Dim, &format!("{stage}: not applicable: {reason}")),
+            StagePlan::NotApplicable(reason) => ctx
+                .printer
+                .say_tone(Tone::Dim, &format!("{stage}: not applicable: {reason}")),
             StagePlan::Changes(changes) if changes.is_empty() => {
-                ctx.printer.say_tone(Tone::Good, &format!("{stage}: already in place"));
+                ctx.printer
+                    .say_tone(Tone::Good, &format!("{stage}: already in place"));
             }
             StagePlan::Changes(changes) => {
                 show_changes(ctx, &changes);
                 if ctx.dry_run == DryRun::None
-                    && !super::confirm_changes(ctx, &changes, &format!("stage {stage} ({})", stage.summary()))?
+                    && !super::confirm_changes(
+                        ctx,
+                        &changes,
+                        &format!("stage {stage} ({})", stage.summary()),
+                    )?
                 {
-                    return Err(Error::Cancelled(format!("cancelled at stage {stage}: nothing was changed")));
+                    return Err(Error::Cancelled(format!(
+                        "cancelled at stage {stage}: nothing was changed"
+                    )));
                 }
                 accepted.extend(changes);
             }
         }
     }
     if accepted.is_empty() {
-        ctx.printer.say_tone(Tone::Good, "every selected stage is already in place");
+        ctx.printer
+            .say_tone(Tone::Good, "every selected stage is already in place");
     } else {
         let applied = apply_changes(ctx, &cluster, &accepted, Vec::new()).await?;
         report_applied(ctx, &accepted, &applied);
     }
     if wants_hep {
-        let hep_args = EnableHepArgs { disable: false, wait: true, timeout: "2m".into(), print_command: None };
+        let hep_args = EnableHepArgs {
+            disable: false,
+            wait: true,
+            timeout: "2m".into(),
+            print_command: None,
+        };
         enable_hep::run(ctx, &hep_args).await?;
     }
     if wants_lockdown {
@@ -74,7 +95,10 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
         return lockdown::run(ctx, &lockdown_options).await;
     }
     if ctx.dry_run == DryRun::None {
-        ctx.printer.say_tone(Tone::Dim, "next: kubectl calico-harden enable-hep --wait, then kubectl calico-harden lockdown");
+        ctx.printer.say_tone(
+            Tone::Dim,
+            "next: kubectl calico-harden enable-hep --wait, then kubectl calico-harden lockdown",
+        );
     }
     Ok(ExitStatus::Success)
 }

@@ -108,7 +108,12 @@ pub fn revisions_to_undo(history: &[Revision], target: RollbackTarget) -> Vec<&R
     match target {
         RollbackTarget::Newest => sorted
             .into_iter()
-            .find(|r| r.state != RevisionState::RolledBack && r.objects.iter().any(|o| o.applied || r.state == RevisionState::Pending))
+            .find(|r| {
+                r.state != RevisionState::RolledBack
+                    && r.objects
+                        .iter()
+                        .any(|o| o.applied || r.state == RevisionState::Pending)
+            })
             .into_iter()
             .collect(),
         RollbackTarget::After(n) => sorted.into_iter().filter(|r| r.revision > n).collect(),
@@ -130,7 +135,9 @@ fn essence(object: Option<&Value>) -> Option<(Value, Value)> {
     object.map(|o| {
         (
             o.get("spec").cloned().unwrap_or(Value::Null),
-            o.pointer("/metadata/labels").cloned().unwrap_or(Value::Null),
+            o.pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(Value::Null),
         )
     })
 }
@@ -138,7 +145,9 @@ fn essence(object: Option<&Value>) -> Option<(Value, Value)> {
 pub fn same_essence(a: Option<&Value>, b: Option<&Value>) -> bool {
     match (essence(a), essence(b)) {
         (None, None) => true,
-        (Some((sa, la)), Some((sb, lb))) => specs_equivalent(&sa, &sb) && specs_equivalent(&la, &lb),
+        (Some((sa, la)), Some((sb, lb))) => {
+            specs_equivalent(&sa, &sb) && specs_equivalent(&la, &lb)
+        }
         _ => false,
     }
 }
@@ -189,7 +198,11 @@ pub fn undo_plan(
         .into_iter()
         .filter_map(|(key, target)| {
             let current = live.get(&key).cloned().flatten();
-            let stage = stages.get(&key).copied().flatten().unwrap_or(StageId::SafetyNet);
+            let stage = stages
+                .get(&key)
+                .copied()
+                .flatten()
+                .unwrap_or(StageId::SafetyNet);
             restore_change(&key, stage, current.as_ref(), target.as_ref())
         })
         .collect();
@@ -290,23 +303,37 @@ mod tests {
 
     #[test]
     fn undoing_a_create_deletes_and_undoing_an_update_restores() {
-        let r1 = revision(1, RevisionState::Complete, vec![
-            touched("a", None, Some(gnp("a", 1, "10"))),
-            touched("b", Some(gnp("b", 1, "5")), Some(gnp("b", 2, "11"))),
+        let r1 = revision(
+            1,
+            RevisionState::Complete,
+            vec![
+                touched("a", None, Some(gnp("a", 1, "10"))),
+                touched("b", Some(gnp("b", 1, "5")), Some(gnp("b", 2, "11"))),
+            ],
+        );
+        let live = BTreeMap::from([
+            (key("a"), Some(gnp("a", 1, "10"))),
+            (key("b"), Some(gnp("b", 2, "11"))),
         ]);
-        let live = BTreeMap::from([(key("a"), Some(gnp("a", 1, "10"))), (key("b"), Some(gnp("b", 2, "11")))]);
         let (changes, conflicts) = undo_plan(&[&r1], &live);
         assert!(conflicts.is_empty());
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[0].kind, ChangeKind::Delete);
         assert_eq!(changes[1].kind, ChangeKind::Update);
         assert_eq!(changes[1].body.as_ref().unwrap()["spec"]["order"], 1);
-        assert_eq!(changes[1].body.as_ref().unwrap()["metadata"]["resourceVersion"], "11");
+        assert_eq!(
+            changes[1].body.as_ref().unwrap()["metadata"]["resourceVersion"],
+            "11"
+        );
     }
 
     #[test]
     fn a_hand_edit_since_the_write_is_a_conflict() {
-        let r1 = revision(1, RevisionState::Complete, vec![touched("a", None, Some(gnp("a", 1, "10")))]);
+        let r1 = revision(
+            1,
+            RevisionState::Complete,
+            vec![touched("a", None, Some(gnp("a", 1, "10")))],
+        );
         let live = BTreeMap::from([(key("a"), Some(gnp("a", 7, "12")))]);
         let (_, conflicts) = undo_plan(&[&r1], &live);
         assert_eq!(conflicts.len(), 1);
@@ -315,12 +342,27 @@ mod tests {
 
     #[test]
     fn undoing_several_revisions_goes_back_to_the_oldest_before() {
-        let r1 = revision(1, RevisionState::Complete, vec![touched("a", None, Some(gnp("a", 1, "10")))]);
-        let r2 = revision(2, RevisionState::Complete, vec![touched("a", Some(gnp("a", 1, "10")), Some(gnp("a", 2, "11")))]);
+        let r1 = revision(
+            1,
+            RevisionState::Complete,
+            vec![touched("a", None, Some(gnp("a", 1, "10")))],
+        );
+        let r2 = revision(
+            2,
+            RevisionState::Complete,
+            vec![touched(
+                "a",
+                Some(gnp("a", 1, "10")),
+                Some(gnp("a", 2, "11")),
+            )],
+        );
         let live = BTreeMap::from([(key("a"), Some(gnp("a", 2, "11")))]);
         let history = vec![r1, r2];
         let to_undo = revisions_to_undo(&history, RollbackTarget::All);
-        assert_eq!(to_undo.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(
+            to_undo.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
         let (changes, conflicts) = undo_plan(&to_undo, &live);
         assert!(conflicts.is_empty());
         assert_eq!(changes.len(), 1);
@@ -334,7 +376,11 @@ mod tests {
     fn pending_objects_never_written_are_skipped() {
         let mut unwritten = touched("b", None, Some(gnp("b", 1, "")));
         unwritten.applied = false;
-        let r1 = revision(1, RevisionState::Pending, vec![touched("a", None, Some(gnp("a", 1, "10"))), unwritten]);
+        let r1 = revision(
+            1,
+            RevisionState::Pending,
+            vec![touched("a", None, Some(gnp("a", 1, "10"))), unwritten],
+        );
         let live = BTreeMap::from([(key("a"), Some(gnp("a", 1, "10"))), (key("b"), None)]);
         let (changes, conflicts) = undo_plan(&[&r1], &live);
         assert!(conflicts.is_empty());
@@ -344,18 +390,37 @@ mod tests {
 
     #[test]
     fn newest_skips_rolled_back_revisions() {
-        let r1 = revision(1, RevisionState::Complete, vec![touched("a", None, Some(gnp("a", 1, "1")))]);
-        let r2 = revision(2, RevisionState::RolledBack, vec![touched("b", None, Some(gnp("b", 1, "2")))]);
+        let r1 = revision(
+            1,
+            RevisionState::Complete,
+            vec![touched("a", None, Some(gnp("a", 1, "1")))],
+        );
+        let r2 = revision(
+            2,
+            RevisionState::RolledBack,
+            vec![touched("b", None, Some(gnp("b", 1, "2")))],
+        );
         let history = vec![r1, r2];
-        assert_eq!(revisions_to_undo(&history, RollbackTarget::Newest)[0].revision, 1);
+        assert_eq!(
+            revisions_to_undo(&history, RollbackTarget::Newest)[0].revision,
+            1
+        );
     }
 
     #[test]
     fn a_deleted_object_is_recreated_without_server_fields() {
-        let r1 = revision(1, RevisionState::Complete, vec![touched("a", Some(gnp("a", 1, "10")), None)]);
+        let r1 = revision(
+            1,
+            RevisionState::Complete,
+            vec![touched("a", Some(gnp("a", 1, "10")), None)],
+        );
         let live = BTreeMap::from([(key("a"), None)]);
         let (changes, _) = undo_plan(&[&r1], &live);
         assert_eq!(changes[0].kind, ChangeKind::Create);
-        assert!(changes[0].body.as_ref().unwrap()["metadata"].get("resourceVersion").is_none());
+        assert!(
+            changes[0].body.as_ref().unwrap()["metadata"]
+                .get("resourceVersion")
+                .is_none()
+        );
     }
 }

@@ -36,7 +36,12 @@ fn target(verb: &'static str, namespace: &str, name: Option<String>) -> Target {
 
 fn history_error(err: Error) -> Error {
     match err {
-        Error::Cluster { context, message, hint, status } => Error::Cluster {
+        Error::Cluster {
+            context,
+            message,
+            hint,
+            status,
+        } => Error::Cluster {
             context: format!("{context} (the change history; nothing was changed)"),
             message,
             hint,
@@ -74,7 +79,10 @@ impl<'a> Store<'a> {
             .unwrap_or_default();
         let mut revisions: Vec<Revision> = items
             .iter()
-            .filter_map(|cm| cm.pointer(&format!("/data/{DATA_KEY}")).and_then(Value::as_str))
+            .filter_map(|cm| {
+                cm.pointer(&format!("/data/{DATA_KEY}"))
+                    .and_then(Value::as_str)
+            })
             .filter_map(|text| serde_json::from_str(text).ok())
             .collect();
         revisions.sort_by_key(|r| r.revision);
@@ -93,7 +101,11 @@ impl<'a> Store<'a> {
         match self
             .cluster
             .api
-            .post("/apis/authentication.k8s.io/v1/selfsubjectreviews", &review, &t)
+            .post(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                &review,
+                &t,
+            )
             .await
         {
             Ok(Some(answer)) => answer
@@ -101,7 +113,13 @@ impl<'a> Store<'a> {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| self.cluster.kubeconfig_user.clone()),
-            _ => self.cluster.kubeconfig_user.clone(),
+            Ok(None) => self.cluster.kubeconfig_user.clone(),
+            Err(err) => {
+                tracing::warn!(
+                    "cannot create selfsubjectreviews.authentication.k8s.io ({err}); recording the kubeconfig user"
+                );
+                self.cluster.kubeconfig_user.clone()
+            }
         }
     }
 
@@ -124,7 +142,12 @@ impl<'a> Store<'a> {
 
     /// Write a new revision as pending before the first change. Fails (and the command changes
     /// nothing) when the history cannot be written.
-    pub async fn begin(&self, command: &str, changes: &[Change], undoes: Vec<u64>) -> Result<Recorder<'a>> {
+    pub async fn begin(
+        &self,
+        command: &str,
+        changes: &[Change],
+        undoes: Vec<u64>,
+    ) -> Result<Recorder<'a>> {
         let existing = self.list().await.map_err(history_error)?;
         let mut number = existing.last().map_or(1, |r| r.revision + 1);
         let mut revision = Revision {
@@ -142,7 +165,12 @@ impl<'a> Store<'a> {
             revision.revision = number;
             let body = self.configmap(&revision);
             let t = target("create", &self.namespace, Some(configmap_name(number)));
-            match self.cluster.api.create(&self.collection_path(), &body, false, &t).await {
+            match self
+                .cluster
+                .api
+                .create(&self.collection_path(), &body, false, &t)
+                .await
+            {
                 Ok(_) => {
                     return Ok(Recorder {
                         cluster: self.cluster,
@@ -158,7 +186,10 @@ impl<'a> Store<'a> {
                     let existing = self
                         .cluster
                         .api
-                        .get(&path, &target("get", &self.namespace, Some(configmap_name(number))))
+                        .get(
+                            &path,
+                            &target("get", &self.namespace, Some(configmap_name(number))),
+                        )
                         .await
                         .map_err(history_error)?;
                     if existing.as_ref().and_then(|cm| cm.get("data")) == Some(&body["data"]) {
@@ -187,11 +218,17 @@ impl<'a> Store<'a> {
     async fn patch(&self, revision: &Revision) -> Result<()> {
         let name = configmap_name(revision.revision);
         let body = self.configmap(revision);
-        let patch = json!({"metadata": {"labels": body["metadata"]["labels"]}, "data": body["data"]});
+        let patch =
+            json!({"metadata": {"labels": body["metadata"]["labels"]}, "data": body["data"]});
         let path = format!("{}/{name}", self.collection_path());
         self.cluster
             .api
-            .merge_patch(&path, &patch, false, &target("patch", &self.namespace, Some(name)))
+            .merge_patch(
+                &path,
+                &patch,
+                false,
+                &target("patch", &self.namespace, Some(name)),
+            )
             .await
             .map(|_| ())
     }
@@ -209,7 +246,12 @@ impl<'a> Store<'a> {
             let path = format!("{}/{name}", self.collection_path());
             self.cluster
                 .api
-                .delete(&path, None, false, &target("delete", &self.namespace, Some(name)))
+                .delete(
+                    &path,
+                    None,
+                    false,
+                    &target("delete", &self.namespace, Some(name)),
+                )
                 .await?;
         }
         Ok(())

@@ -24,12 +24,15 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "kubectl-calico-harden";
 pub const STAGE_LABEL: &str = "kubectl-calico-harden/stage";
 
-pub const DEFAULT_EXCLUDED_NAMESPACES: &str = "kube-system,calico-system,calico-apiserver,tigera-operator";
+pub const DEFAULT_EXCLUDED_NAMESPACES: &str =
+    "kube-system,calico-system,calico-apiserver,tigera-operator";
 pub const DEFAULT_REGISTRY_PORT: u16 = 5000;
 
 /// Every stage, in the order `up` runs them. `EnableHep` and `Lockdown` are stages too so that
 /// `plan`, `--through` and completion see one list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum StageId {
     #[value(alias = "allow-everything")]
@@ -119,7 +122,11 @@ impl StageId {
             Self::NodesToKapi => Some("06.worker-nodes-to-kapi.yaml"),
             Self::SrcnatToKapi => Some("07.srcnated-to-kapi.yaml"),
             Self::NodesToTypha => Some("08.worker-nodes-to-typha.yaml"),
-            Self::Kubelet | Self::ControllersToKapi | Self::Registry | Self::EnableHep | Self::Lockdown => None,
+            Self::Kubelet
+            | Self::ControllersToKapi
+            | Self::Registry
+            | Self::EnableHep
+            | Self::Lockdown => None,
         }
     }
 
@@ -272,7 +279,9 @@ pub fn validate_dns_label(value: &str, what: &str) -> Result<(), Error> {
 pub fn validate_dns_subdomain(value: &str, what: &str) -> Result<(), Error> {
     let valid = !value.is_empty()
         && value.len() <= 253
-        && value.split('.').all(|part| validate_dns_label(part, what).is_ok());
+        && value
+            .split('.')
+            .all(|part| validate_dns_label(part, what).is_ok());
     if valid {
         Ok(())
     } else {
@@ -352,14 +361,29 @@ mod tests {
 
     #[test]
     fn registry_addresses_get_host_prefixes() {
-        assert_eq!(parse_registry_ip("10.0.0.5").unwrap().to_string(), "10.0.0.5/32");
-        assert_eq!(parse_registry_ip("fd00::5").unwrap().to_string(), "fd00::5/128");
-        assert_eq!(parse_registry_ip("10.1.0.0/16").unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(
+            parse_registry_ip("10.0.0.5").unwrap().to_string(),
+            "10.0.0.5/32"
+        );
+        assert_eq!(
+            parse_registry_ip("fd00::5").unwrap().to_string(),
+            "fd00::5/128"
+        );
+        assert_eq!(
+            parse_registry_ip("10.1.0.0/16").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
     }
 
     #[test]
     fn invalid_registry_input_is_a_usage_error() {
-        for bad in ["10.0.0.256", "10.0.0.5/33", "registry.local", "", "10.0.0.5/24"] {
+        for bad in [
+            "10.0.0.256",
+            "10.0.0.5/33",
+            "registry.local",
+            "",
+            "10.0.0.5/24",
+        ] {
             let err = parse_registry_ip(bad).unwrap_err();
             assert_eq!(err.exit_status(), crate::exit::ExitStatus::Usage, "{bad}");
         }

@@ -45,7 +45,10 @@ fn quoted_set<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
 /// Selects the host endpoints of the given nodes the way the tutorial selects `control`.
 fn hosts_selector(nodes: &[NodeRef]) -> String {
     match nodes {
-        [one] => format!("{HOST_SELECTOR} && kubernetes.io/hostname == \"{}\"", one.hostname),
+        [one] => format!(
+            "{HOST_SELECTOR} && kubernetes.io/hostname == \"{}\"",
+            one.hostname
+        ),
         many => format!(
             "{HOST_SELECTOR} && kubernetes.io/hostname in {}",
             quoted_set(many.iter().map(|n| n.hostname.as_str()))
@@ -379,7 +382,10 @@ mod tests {
             StageId::Registry,
         ] {
             assert!(
-                matches!(render(stage, &facts, &options), StageRender::NotApplicable(_)),
+                matches!(
+                    render(stage, &facts, &options),
+                    StageRender::NotApplicable(_)
+                ),
                 "{stage}"
             );
         }
@@ -445,7 +451,10 @@ mod selector_validity {
     #[test]
     fn every_rendered_selector_is_valid_calico() {
         let mut many = ClusterFacts::tutorial_lab();
-        many.control_plane_nodes.push(NodeRef { name: "cp-2".into(), hostname: "cp-2.example".into() });
+        many.control_plane_nodes.push(NodeRef {
+            name: "cp-2".into(),
+            hostname: "cp-2.example".into(),
+        });
         let options = StageOptions {
             registry: parse_registry(&["10.0.0.5".into()], &[]).unwrap(),
             ..StageOptions::with_defaults()
@@ -455,7 +464,10 @@ mod selector_validity {
             for stage in StageId::ALL {
                 if let StageRender::Objects(objects) = render(stage, &facts, &options) {
                     let mut found = Vec::new();
-                    selectors(&objects.iter().map(|o| o.manifest.clone()).collect(), &mut found);
+                    selectors(
+                        &objects.iter().map(|o| o.manifest.clone()).collect(),
+                        &mut found,
+                    );
                     for s in found {
                         selector::parse(&s).unwrap_or_else(|e| panic!("{stage}: {s}: {e}"));
                         count += 1;

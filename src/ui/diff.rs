@@ -69,7 +69,11 @@ mod tests {
             body: Some(after.clone()),
             after: Some(after),
         };
-        let printer = Printer { color: false, output: None, quiet_data: false };
+        let printer = Printer {
+            color: false,
+            output: None,
+            quiet_data: false,
+        };
         let text = render_change(&printer, &change);
         assert!(text.contains("-   order: 5"), "{text}");
         assert!(text.contains("+   order: 1001"), "{text}");

@@ -93,9 +93,7 @@ impl Printer {
             Some(OutputFormat::Json) => {
                 self.data(&serde_json::to_string_pretty(value).expect("serialisable"))
             }
-            Some(OutputFormat::Yaml) | None => {
-                self.data(&crate::yaml::to_yaml(value))
-            }
+            Some(OutputFormat::Yaml) | None => self.data(&crate::yaml::to_yaml(value)),
         }
     }
 }

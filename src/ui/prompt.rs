@@ -57,7 +57,9 @@ impl Prompter for NoTerminal {
 pub struct TerminalPrompter;
 
 fn interrupted(err: dialoguer::Error) -> Error {
-    Error::Cancelled(format!("cancelled at the prompt ({err}); nothing was changed by it"))
+    Error::Cancelled(format!(
+        "cancelled at the prompt ({err}); nothing was changed by it"
+    ))
 }
 
 impl Prompter for TerminalPrompter {
@@ -123,7 +125,9 @@ pub struct Scripted(pub std::sync::Mutex<Vec<bool>>);
 
 impl Scripted {
     pub fn new(answers: &[bool]) -> Self {
-        Self(std::sync::Mutex::new(answers.iter().rev().copied().collect()))
+        Self(std::sync::Mutex::new(
+            answers.iter().rev().copied().collect(),
+        ))
     }
     fn next(&self) -> Result<bool> {
         self.0

@@ -44,6 +44,7 @@ func cmdFaultProxy(args []string) error {
 	fault := fs.String("fault", "500", "500 | 503 | 429 | timeout | reset | delay | hide-calico")
 	hold := fs.Duration("hold", 30*time.Second, "how long `timeout` and `delay` hold the request")
 	ownerPID := fs.Int("owner-pid", 0, "exit when this process is gone")
+	match := fs.String("match", "", "fault the first request whose \"METHOD URI\" contains this, instead of --fail-at")
 	_ = fs.Parse(args)
 	if *dir == "" || *out == "" {
 		return fmt.Errorf("--dir and --out are required")
@@ -91,6 +92,7 @@ func cmdFaultProxy(args []string) error {
 	}
 	var logMu sync.Mutex
 	var count atomic.Int64
+	var matched atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := count.Add(1)
 		logMu.Lock()
@@ -105,7 +107,12 @@ func cmdFaultProxy(args []string) error {
 				return
 			}
 		}
-		if n != *failAt {
+		line := r.Method + " " + r.URL.RequestURI()
+		hit := n == *failAt
+		if *match != "" {
+			hit = strings.Contains(line, *match) && matched.CompareAndSwap(false, true)
+		}
+		if !hit {
 			proxy.ServeHTTP(w, r)
 			return
 		}

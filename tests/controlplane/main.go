@@ -9,6 +9,7 @@
 //	controlplane run   --dir DIR --seed lab|native|empty --calico-crd-dir PATH [--owner-pid PID]
 //	controlplane reset --dir DIR --seed lab|native|empty
 //	controlplane faultproxy --dir DIR --out OUT --fail-at N --fault 500|503|429|timeout|reset|delay
+//	controlplane scale-seed --dir DIR [--nodes N] [--pods N] [--policies N]
 //
 // See README.md next to this file.
 package main
@@ -22,7 +23,8 @@ func usage() {
 	fmt.Fprintf(os.Stderr, `usage:
   controlplane run   --dir DIR --seed lab|native|empty --calico-crd-dir PATH [--owner-pid PID]
   controlplane reset --dir DIR --seed lab|native|empty
-  controlplane faultproxy --dir DIR --out OUT --fail-at N --fault 500|503|429|timeout|reset|delay [--hold D] [--owner-pid PID]
+  controlplane faultproxy --dir DIR --out OUT --fail-at N --fault 500|503|429|timeout|reset|delay|hide-calico [--match S] [--hold D] [--owner-pid PID]
+  controlplane scale-seed --dir DIR [--nodes N] [--pods N] [--policies N]
 `)
 	os.Exit(2)
 }
@@ -39,6 +41,8 @@ func main() {
 		err = cmdReset(os.Args[2:])
 	case "faultproxy":
 		err = cmdFaultProxy(os.Args[2:])
+	case "scale-seed":
+		err = cmdScaleSeed(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:

@@ -19,14 +19,34 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
+    /// Fault request number `fail_at` (1-based; 0: none).
     pub fn start(c: &ClusterGuard, fail_at: usize, fault: &str, hold: &str) -> Self {
+        Self::spawn(
+            c,
+            &[
+                "--fail-at",
+                &fail_at.to_string(),
+                "--fault",
+                fault,
+                "--hold",
+                hold,
+            ],
+        )
+    }
+
+    /// Fault the first request whose "METHOD URI" contains `pattern`.
+    pub fn start_matching(c: &ClusterGuard, pattern: &str, fault: &str, hold: &str) -> Self {
+        Self::spawn(c, &["--match", pattern, "--fault", fault, "--hold", hold])
+    }
+
+    fn spawn(c: &ClusterGuard, args: &[&str]) -> Self {
         let out = tempfile::tempdir().unwrap();
         let child = Command::new(harness::bin_dir().join("controlplane"))
             .args(["faultproxy", "--dir"])
             .arg(c.dir())
             .arg("--out")
             .arg(out.path())
-            .args(["--fail-at", &fail_at.to_string(), "--fault", fault, "--hold", hold])
+            .args(args)
             .args(["--owner-pid", &std::process::id().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -35,10 +55,18 @@ impl FaultProxy {
         let ready = out.path().join("ready");
         let start = Instant::now();
         while !ready.exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "fault proxy did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "fault proxy did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Self { child, out }
+    }
+
+    /// Every request so far, one line each: "<n> <METHOD> <URI>".
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("requests.log")).unwrap_or_default()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -46,10 +74,7 @@ impl FaultProxy {
     }
 
     pub fn requests(&self) -> usize {
-        std::fs::read_to_string(self.out.path().join("requests.log"))
-            .unwrap_or_default()
-            .lines()
-            .count()
+        self.log().lines().count()
     }
 }
 
@@ -72,7 +97,8 @@ fn up_through(proxy: &FaultProxy) -> std::process::Output {
 }
 
 fn history_states(c: &ClusterGuard) -> Vec<String> {
-    let history: Value = serde_json::from_str(&calico_harden(c, &["history", "-o", "json"]).stdout).unwrap();
+    let history: Value =
+        serde_json::from_str(&calico_harden(c, &["history", "-o", "json"]).stdout).unwrap();
     history
         .as_array()
         .unwrap()
@@ -87,7 +113,11 @@ fn up_survives_or_fails_cleanly_under_every_fault_at_every_request() {
     let start = calico_state(&c);
     let clean = FaultProxy::start(&c, 0, "500", "30s");
     let out = up_through(&clean);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let requests = clean.requests();
     assert!(requests > 20, "up made only {requests} requests");
     drop(clean);
@@ -106,10 +136,18 @@ fn up_survives_or_fails_cleanly_under_every_fault_at_every_request() {
             match out.status.code() {
                 Some(0) => succeeded += 1,
                 Some(1) => {
-                    let error_line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| {
-                        panic!("{fault} at request {k}: exit 1 without an error line:\n{stderr}")
-                    });
-                    assert!(error_line.contains("failed to"), "{fault} at {k}: {error_line}");
+                    let error_line = stderr
+                        .lines()
+                        .find(|l| l.starts_with("error: "))
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{fault} at request {k}: exit 1 without an error line:\n{stderr}"
+                            )
+                        });
+                    assert!(
+                        error_line.contains("failed to"),
+                        "{fault} at {k}: {error_line}"
+                    );
                     failed_cleanly += 1;
                 }
                 other => panic!("{fault} at request {k}: exit {other:?}\n{stderr}"),
@@ -121,7 +159,11 @@ fn up_survives_or_fails_cleanly_under_every_fault_at_every_request() {
             );
             let rollback = calico_harden(&c, &["rollback", "--all", "--yes"]);
             assert_eq!(rollback.code, 0, "{fault} at {k}: {}", rollback.stderr);
-            assert_eq!(calico_state(&c), start, "{fault} at {k}: rollback did not restore\n{stderr}");
+            assert_eq!(
+                calico_state(&c),
+                start,
+                "{fault} at {k}: rollback did not restore\n{stderr}"
+            );
         }
     }
     println!(

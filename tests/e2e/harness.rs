@@ -377,6 +377,14 @@ fn parse_event(ev: &serde_json::Value) -> Option<AuditEvent> {
     ) {
         return None;
     }
+    // Access and identity reviews are "create" requests that persist nothing.
+    let reviewed = ev
+        .pointer("/objectRef/resource")
+        .and_then(|r| r.as_str())
+        .is_some_and(|r| r.ends_with("reviews"));
+    if reviewed {
+        return None;
+    }
     let obj = ev.get("objectRef");
     let field = |k: &str| {
         obj.and_then(|o| o.get(k))

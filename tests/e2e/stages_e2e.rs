@@ -31,7 +31,11 @@ pub struct Run {
 
 impl Run {
     fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -94,9 +98,21 @@ pub fn calico_state(c: &ClusterGuard) -> Value {
         items
     };
     // One kubectl call: this runs hundreds of times in the fault-injection test.
-    let all = get_json(c, &["globalnetworkpolicies.projectcalico.org,networkpolicies.projectcalico.org,kubecontrollersconfigurations.projectcalico.org", "-A"]);
+    let all = get_json(
+        c,
+        &[
+            "globalnetworkpolicies.projectcalico.org,networkpolicies.projectcalico.org,kubecontrollersconfigurations.projectcalico.org",
+            "-A",
+        ],
+    );
     let of_kind = |kind: &str| {
-        let items: Vec<Value> = all["items"].as_array().unwrap().iter().filter(|i| i["kind"] == kind).cloned().collect();
+        let items: Vec<Value> = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["kind"] == kind)
+            .cloned()
+            .collect();
         json!({"items": items})
     };
     let kcc = of_kind("KubeControllersConfiguration")["items"]
@@ -134,13 +150,30 @@ fn stage_state(plan: &Value, stage: &str) -> String {
 pub fn make_api_port_failsafe(c: &ClusterGuard) {
     let plan = plan_json(c);
     let port = plan["facts"]["apiserver_port"].as_u64().unwrap();
-    let mut ports: Vec<Value> = [("TCP", 22), ("UDP", 68), ("TCP", 179), ("TCP", 2379), ("TCP", 2380), ("TCP", 5473), ("TCP", 6443), ("TCP", 6666), ("TCP", 6667)]
-        .iter()
-        .map(|(protocol, port)| json!({"protocol": protocol, "port": port}))
-        .collect();
+    let mut ports: Vec<Value> = [
+        ("TCP", 22),
+        ("UDP", 68),
+        ("TCP", 179),
+        ("TCP", 2379),
+        ("TCP", 2380),
+        ("TCP", 5473),
+        ("TCP", 6443),
+        ("TCP", 6666),
+        ("TCP", 6667),
+    ]
+    .iter()
+    .map(|(protocol, port)| json!({"protocol": protocol, "port": port}))
+    .collect();
     ports.push(json!({"protocol": "TCP", "port": port}));
     let patch = json!({"spec": {"failsafeInboundHostPorts": ports}}).to_string();
-    c.kubectl_ok(&["patch", "felixconfigurations.projectcalico.org", "default", "--type=merge", "-p", &patch]);
+    c.kubectl_ok(&[
+        "patch",
+        "felixconfigurations.projectcalico.org",
+        "default",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
 }
 
 #[test]
@@ -149,40 +182,102 @@ fn every_stage_applies_once_is_idempotent_and_dry_runs_write_nothing() {
     for stage in STAGE_COMMANDS {
         let mark = c.audit_mark();
         let client = calico_harden(&c, &[stage, "--dry-run=client"]).ok();
-        assert!(client.stdout.contains("create"), "{stage}: {}", client.stdout);
-        assert!(client.stderr.contains("nothing was sent"), "{stage}: {}", client.stderr);
+        assert!(
+            client.stdout.contains("create"),
+            "{stage}: {}",
+            client.stdout
+        );
+        assert!(
+            client.stderr.contains("nothing was sent"),
+            "{stage}: {}",
+            client.stderr
+        );
         let server = calico_harden(&c, &[stage, "--dry-run"]).ok();
         assert!(server.stdout.contains("create"), "{stage}");
         let server = calico_harden(&c, &[stage, "--dry-run=server"]).ok();
-        assert!(server.stderr.contains("accepted"), "{stage}: {}", server.stderr);
-        assert!(c.writes_since(&mark).is_empty(), "{stage}: dry runs wrote {:?}", c.writes_since(&mark));
+        assert!(
+            server.stderr.contains("accepted"),
+            "{stage}: {}",
+            server.stderr
+        );
+        assert!(
+            c.writes_since(&mark).is_empty(),
+            "{stage}: dry runs wrote {:?}",
+            c.writes_since(&mark)
+        );
 
         let applied = calico_harden(&c, &[stage, "--yes"]).ok();
-        assert!(applied.stderr.contains("recorded as revision"), "{stage}: {}", applied.stderr);
+        assert!(
+            applied.stderr.contains("recorded as revision"),
+            "{stage}: {}",
+            applied.stderr
+        );
         let writes = c.writes_since(&mark);
-        assert!(writes.iter().any(|w| w.resource.contains("networkpolicies")), "{stage}: {writes:?}");
+        assert!(
+            writes
+                .iter()
+                .any(|w| w.resource.contains("networkpolicies")),
+            "{stage}: {writes:?}"
+        );
 
         let mark = c.audit_mark();
         let again = calico_harden(&c, &[stage, "--yes"]).ok();
-        assert!(again.stderr.contains("already in place"), "{stage}: {}", again.stderr);
-        assert!(c.writes_since(&mark).is_empty(), "{stage}: second run wrote");
+        assert!(
+            again.stderr.contains("already in place"),
+            "{stage}: {}",
+            again.stderr
+        );
+        assert!(
+            c.writes_since(&mark).is_empty(),
+            "{stage}: second run wrote"
+        );
     }
     let names = gnp_names(&c);
     for name in [
-        "final-allow-everything", "log-everything", "allow-containers-access-to-localhost",
-        "deny-app-policy", "calico-components-to-apiserver", "worker-nodes-to-kapi",
-        "srcnated-to-kapi", "worker-nodes-to-typha", "kapi-to-kubelet",
+        "final-allow-everything",
+        "log-everything",
+        "allow-containers-access-to-localhost",
+        "deny-app-policy",
+        "calico-components-to-apiserver",
+        "worker-nodes-to-kapi",
+        "srcnated-to-kapi",
+        "worker-nodes-to-typha",
+        "kapi-to-kubelet",
     ] {
-        assert!(names.contains(&name.to_string()), "{name} missing from {names:?}");
+        assert!(
+            names.contains(&name.to_string()),
+            "{name} missing from {names:?}"
+        );
     }
-    c.kubectl_ok(&["get", "networkpolicies.projectcalico.org", "-n", "calico-apiserver", "calico-apiserver-to-kapi"]);
-    c.kubectl_ok(&["get", "networkpolicies.projectcalico.org", "-n", "calico-system", "calico-kube-controllers-to-apiserver"]);
+    c.kubectl_ok(&[
+        "get",
+        "networkpolicies.projectcalico.org",
+        "-n",
+        "calico-apiserver",
+        "calico-apiserver-to-kapi",
+    ]);
+    c.kubectl_ok(&[
+        "get",
+        "networkpolicies.projectcalico.org",
+        "-n",
+        "calico-system",
+        "calico-kube-controllers-to-apiserver",
+    ]);
     // The detected port (random here), not the tutorial's 6443.
     let plan = plan_json(&c);
     let port = plan["facts"]["apiserver_port"].as_u64().unwrap();
     assert_ne!(port, 6443);
-    let kapi = get_json(&c, &["globalnetworkpolicies.projectcalico.org", "worker-nodes-to-kapi"]);
-    assert_eq!(kapi["spec"]["ingress"][0]["destination"]["ports"], json!([port]));
+    let kapi = get_json(
+        &c,
+        &[
+            "globalnetworkpolicies.projectcalico.org",
+            "worker-nodes-to-kapi",
+        ],
+    );
+    assert_eq!(
+        kapi["spec"]["ingress"][0]["destination"]["ports"],
+        json!([port])
+    );
     assert_eq!(
         kapi["spec"]["ingress"][0]["destination"]["selector"],
         "has(kubernetes.io/os) && kubernetes.io/hostname == \"control\""
@@ -192,9 +287,33 @@ fn every_stage_applies_once_is_idempotent_and_dry_runs_write_nothing() {
 #[test]
 fn registry_stage_accepts_ipv4_and_ipv6() {
     let c = harness::cluster(Seed::Lab);
-    calico_harden(&c, &["registry", "--ip", "127.0.5.5", "--ip", "fd00::/64", "--port", "5000", "--port", "443", "--yes"]).ok();
-    let policy = get_json(&c, &["globalnetworkpolicies.projectcalico.org", "private-registry-policy"]);
-    assert_eq!(policy["spec"]["egress"][0]["destination"]["nets"], json!(["127.0.5.5/32", "fd00::/64"]));
+    calico_harden(
+        &c,
+        &[
+            "registry",
+            "--ip",
+            "127.0.5.5",
+            "--ip",
+            "fd00::/64",
+            "--port",
+            "5000",
+            "--port",
+            "443",
+            "--yes",
+        ],
+    )
+    .ok();
+    let policy = get_json(
+        &c,
+        &[
+            "globalnetworkpolicies.projectcalico.org",
+            "private-registry-policy",
+        ],
+    );
+    assert_eq!(
+        policy["spec"]["egress"][0]["destination"]["nets"],
+        json!(["127.0.5.5/32", "fd00::/64"])
+    );
     let mark = c.audit_mark();
     let bad = calico_harden(&c, &["registry", "--ip", "127.0.5.999", "--yes"]);
     assert_eq!(bad.code, 2);
@@ -208,40 +327,76 @@ fn plan_reports_missing_applied_drifted_and_hand_made() {
     assert_eq!(stage_state(&plan, "localhost"), "missing");
     assert_eq!(stage_state(&plan, "registry"), "not-applicable");
     assert_eq!(plan["facts"]["control_plane_nodes"][0]["name"], "control");
-    assert_eq!(plan["facts"]["calico_apiserver_namespace"], "calico-apiserver");
+    assert_eq!(
+        plan["facts"]["calico_apiserver_namespace"],
+        "calico-apiserver"
+    );
     assert!(plan["next_step"].as_str().unwrap().contains("safety-net"));
 
     calico_harden(&c, &["localhost", "--yes"]).ok();
     assert_eq!(stage_state(&plan_json(&c), "localhost"), "applied");
 
-    c.kubectl_ok(&["patch", "globalnetworkpolicies.projectcalico.org", "allow-containers-access-to-localhost", "--type=merge", "-p", "{\"spec\":{\"order\":5}}"]);
+    c.kubectl_ok(&[
+        "patch",
+        "globalnetworkpolicies.projectcalico.org",
+        "allow-containers-access-to-localhost",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"order\":5}}",
+    ]);
     assert_eq!(stage_state(&plan_json(&c), "localhost"), "drifted");
     let human = calico_harden(&c, &["status"]).ok();
     assert!(human.stdout.contains("drifted"), "{}", human.stdout);
     let update = calico_harden(&c, &["localhost", "--yes"]).ok();
     assert!(update.stdout.contains("-   order: 5"), "{}", update.stdout);
-    assert!(update.stdout.contains("+   order: 1001"), "{}", update.stdout);
+    assert!(
+        update.stdout.contains("+   order: 1001"),
+        "{}",
+        update.stdout
+    );
     assert_eq!(stage_state(&plan_json(&c), "localhost"), "applied");
 
     // The tutorial's own manifest, created by hand, is recognised and adopted only on request.
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tutorial/08.worker-nodes-to-typha.yaml");
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tutorial/08.worker-nodes-to-typha.yaml");
     c.kubectl_ok(&["create", "-f", manifest.to_str().unwrap()]);
     let plan = plan_json(&c);
-    assert_eq!(stage_state(&plan, "nodes-to-typha"), "drifted", "typha runs on node1 in the lab seed, not on control");
+    assert_eq!(
+        stage_state(&plan, "nodes-to-typha"),
+        "drifted",
+        "typha runs on node1 in the lab seed, not on control"
+    );
     let refused = calico_harden(&c, &["nodes-to-typha"]);
-    assert_eq!(refused.code, 1, "no terminal and no --yes must refuse: {}", refused.stderr);
+    assert_eq!(
+        refused.code, 1,
+        "no terminal and no --yes must refuse: {}",
+        refused.stderr
+    );
     assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
     let adopted = calico_harden(&c, &["nodes-to-typha", "--yes"]).ok();
     assert!(adopted.stdout.contains("ADOPT"), "{}", adopted.stdout);
-    let typha = get_json(&c, &["globalnetworkpolicies.projectcalico.org", "worker-nodes-to-typha"]);
-    assert_eq!(typha["metadata"]["labels"]["app.kubernetes.io/managed-by"], "kubectl-calico-harden");
+    let typha = get_json(
+        &c,
+        &[
+            "globalnetworkpolicies.projectcalico.org",
+            "worker-nodes-to-typha",
+        ],
+    );
+    assert_eq!(
+        typha["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "kubectl-calico-harden"
+    );
 }
 
 #[test]
 fn native_seed_marks_calico_apiserver_stages_not_applicable() {
     let c = harness::cluster(Seed::Native);
     let plan = plan_json(&c);
-    for stage in ["calico-apiserver-to-kapi", "controllers-to-calico-apiserver", "hosts-to-calico-apiserver"] {
+    for stage in [
+        "calico-apiserver-to-kapi",
+        "controllers-to-calico-apiserver",
+        "hosts-to-calico-apiserver",
+    ] {
         assert_eq!(stage_state(&plan, stage), "not-applicable", "{stage}");
     }
     let run = calico_harden(&c, &["calico-apiserver-to-kapi", "--yes"]).ok();
@@ -254,7 +409,12 @@ fn empty_seed_without_calico_config_says_what_is_missing() {
     let mark = c.audit_mark();
     let run = calico_harden(&c, &["enable-hep", "--yes"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("KubeControllersConfiguration `default` does not exist"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("KubeControllersConfiguration `default` does not exist"),
+        "{}",
+        run.stderr
+    );
     assert!(c.writes_since(&mark).is_empty());
 }
 
@@ -262,17 +422,40 @@ fn empty_seed_without_calico_config_says_what_is_missing() {
 fn enable_hep_waits_for_host_endpoints_and_disable_removes_them() {
     let c = harness::cluster(Seed::Lab);
     let run = calico_harden(&c, &["enable-hep", "--wait", "--timeout", "30s", "--yes"]).ok();
-    assert!(run.stderr.contains("every node has a host endpoint"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("every node has a host endpoint"),
+        "{}",
+        run.stderr
+    );
     let heps = get_json(&c, &["hostendpoints.projectcalico.org"]);
-    let mut names: Vec<&str> = heps["items"].as_array().unwrap().iter().map(|h| h["metadata"]["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = heps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["metadata"]["name"].as_str().unwrap())
+        .collect();
     names.sort();
-    assert_eq!(names, vec!["control-auto-hep", "node1-auto-hep", "node2-auto-hep"]);
+    assert_eq!(
+        names,
+        vec!["control-auto-hep", "node1-auto-hep", "node2-auto-hep"]
+    );
     assert_eq!(stage_state(&plan_json(&c), "enable-hep"), "applied");
 
     let again = calico_harden(&c, &["enable-hep", "--yes"]).ok();
     assert!(again.stderr.contains("already Enabled"), "{}", again.stderr);
 
-    let run = calico_harden(&c, &["enable-hep", "--disable", "--wait", "--timeout", "30s", "--yes"]).ok();
+    let run = calico_harden(
+        &c,
+        &[
+            "enable-hep",
+            "--disable",
+            "--wait",
+            "--timeout",
+            "30s",
+            "--yes",
+        ],
+    )
+    .ok();
     assert!(run.stderr.contains("DELETE"), "{}", run.stderr);
     let heps = get_json(&c, &["hostendpoints.projectcalico.org"]);
     assert!(heps["items"].as_array().unwrap().is_empty());
@@ -281,10 +464,19 @@ fn enable_hep_waits_for_host_endpoints_and_disable_removes_them() {
 #[test]
 fn enable_hep_warns_when_an_environment_variable_overrides_the_spec() {
     let c = harness::cluster(Seed::Lab);
-    c.kubectl_ok(&["annotate", "kubecontrollersconfigurations.projectcalico.org", "default", "calico-harden-test/env-override-autocreate=Disabled"]);
+    c.kubectl_ok(&[
+        "annotate",
+        "kubecontrollersconfigurations.projectcalico.org",
+        "default",
+        "calico-harden-test/env-override-autocreate=Disabled",
+    ]);
     std::thread::sleep(std::time::Duration::from_secs(1));
     let run = calico_harden(&c, &["enable-hep", "--yes", "--wait", "--timeout", "3s"]);
-    assert!(run.stderr.contains("overrides the spec") || run.stderr.contains("AUTO_HOST_ENDPOINTS"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("overrides the spec") || run.stderr.contains("AUTO_HOST_ENDPOINTS"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.code, 1, "the wait times out: {}", run.stderr);
     assert_eq!(stage_state(&plan_json(&c), "enable-hep"), "overridden");
 }
@@ -296,18 +488,38 @@ fn lockdown_refuses_until_everything_is_in_place_then_succeeds() {
     let mark = c.audit_mark();
     let refused = calico_harden(&c, &["lockdown", "--yes"]);
     assert_eq!(refused.code, 1);
-    assert!(refused.stderr.contains("lockdown refused"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("stage localhost"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("host endpoints"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("lockdown refused"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("stage localhost"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("host endpoints"),
+        "{}",
+        refused.stderr
+    );
     assert!(c.writes_since(&mark).is_empty());
 
     calico_harden(&c, &["up", "--yes"]).ok();
     calico_harden(&c, &["enable-hep", "--wait", "--yes"]).ok();
     let refused = calico_harden(&c, &["lockdown", "--yes"]);
-    assert!(refused.stderr.contains("failsafe ports"), "only the failsafe check fails: {}", refused.stderr);
+    assert!(
+        refused.stderr.contains("failsafe ports"),
+        "only the failsafe check fails: {}",
+        refused.stderr
+    );
     make_api_port_failsafe(&c);
     let locked = calico_harden(&c, &["lockdown", "--yes"]).ok();
-    assert!(locked.stderr.contains("fresh connections"), "{}", locked.stderr);
+    assert!(
+        locked.stderr.contains("fresh connections"),
+        "{}",
+        locked.stderr
+    );
     let names = gnp_names(&c);
     assert!(!names.contains(&"final-allow-everything".to_string()));
     assert!(!names.contains(&"log-everything".to_string()));
@@ -322,12 +534,22 @@ fn lockdown_restores_the_safety_net_when_new_connections_fail() {
     calico_harden(&c, &["up", "--yes"]).ok();
     calico_harden(&c, &["enable-hep", "--wait", "--yes"]).ok();
     make_api_port_failsafe(&c);
-    let run = calico_harden_env(&c, &["lockdown", "--yes"], &[("KUBECTL_CALICO_HARDEN_PROBE_URL", "https://127.0.0.1:1")]);
+    let run = calico_harden_env(
+        &c,
+        &["lockdown", "--yes"],
+        &[("KUBECTL_CALICO_HARDEN_PROBE_URL", "https://127.0.0.1:1")],
+    );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("lockdown reverted"), "{}", run.stderr);
     assert!(gnp_names(&c).contains(&"final-allow-everything".to_string()));
-    let history: Value = serde_json::from_str(&calico_harden(&c, &["history", "-o", "json"]).ok().stdout).unwrap();
-    let states: Vec<&str> = history.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
+    let history: Value =
+        serde_json::from_str(&calico_harden(&c, &["history", "-o", "json"]).ok().stdout).unwrap();
+    let states: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
     assert!(states.contains(&"rolled-back"), "{states:?}");
 }
 
@@ -335,13 +557,25 @@ fn lockdown_restores_the_safety_net_when_new_connections_fail() {
 fn limited_user_gets_a_permission_message_and_nothing_is_written() {
     let c = harness::cluster(Seed::Lab);
     let mark = c.audit_mark();
-    for args in [&["plan"][..], &["localhost", "--yes"][..], &["enable-hep", "--yes"][..]] {
+    for args in [
+        &["plan"][..],
+        &["localhost", "--yes"][..],
+        &["enable-hep", "--yes"][..],
+    ] {
         let mut full = vec!["--context", "limited"];
         full.extend_from_slice(args);
         let run = calico_harden(&c, &full);
         assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains("forbidden") || run.stderr.contains("Forbidden"), "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains("kubectl auth can-i"), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("forbidden") || run.stderr.contains("Forbidden"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("kubectl auth can-i"),
+            "{args:?}: {}",
+            run.stderr
+        );
     }
     assert!(c.writes_since(&mark).is_empty());
 }
@@ -349,35 +583,68 @@ fn limited_user_gets_a_permission_message_and_nothing_is_written() {
 #[test]
 fn offline_render_is_accepted_by_the_api_server() {
     let c = harness::cluster(Seed::Lab);
-    let rendered = plugin().args(["render", "--offline", "--registry-ip", "127.0.9.9"]).output().unwrap();
+    let rendered = plugin()
+        .args(["render", "--offline", "--registry-ip", "127.0.9.9"])
+        .output()
+        .unwrap();
     assert!(rendered.status.success());
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &rendered.stdout).unwrap();
     let mark = c.audit_mark();
     // The lab's namespaces exist in the seed, so namespaced policies validate too.
-    let out = c.kubectl_ok(&["apply", "--dry-run=server", "-f", file.path().to_str().unwrap()]);
-    assert!(out.contains("globalnetworkpolicy.projectcalico.org/final-allow-everything created (server dry run)"), "{out}");
+    let out = c.kubectl_ok(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        file.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains(
+            "globalnetworkpolicy.projectcalico.org/final-allow-everything created (server dry run)"
+        ),
+        "{out}"
+    );
     assert!(c.writes_since(&mark).is_empty());
 }
 
 #[test]
 fn plugin_runs_through_the_real_kubectl() {
     let c = harness::cluster(Seed::Lab);
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-calico_harden")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-calico_harden"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = std::process::Command::new(ClusterGuard::kubectl_path())
         .args(["calico-harden", "--help"])
         .env("PATH", &path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("enable-hep"));
     let out = std::process::Command::new(ClusterGuard::kubectl_path())
-        .args(["calico-harden", "plan", "--kubeconfig", c.kubeconfig().to_str().unwrap()])
+        .args([
+            "calico-harden",
+            "plan",
+            "--kubeconfig",
+            c.kubeconfig().to_str().unwrap(),
+        ])
         .env("PATH", &path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("next step"));
 }
 
@@ -390,7 +657,11 @@ fn up_then_rollback_all_restores_every_object_exactly() {
     assert_ne!(calico_state(&c), before);
     let history = calico_harden(&c, &["history"]).ok();
     assert!(history.stdout.contains("complete"), "{}", history.stdout);
-    assert!(history.stdout.contains("calico-harden-admin"), "the server names the user: {}", history.stdout);
+    assert!(
+        history.stdout.contains("calico-harden-admin"),
+        "the server names the user: {}",
+        history.stdout
+    );
 
     // Rolling back only the newest revision re-disables host endpoints.
     calico_harden(&c, &["rollback", "--yes"]).ok();
@@ -408,7 +679,8 @@ fn rollback_to_a_revision_keeps_what_came_before_it() {
     calico_harden(&c, &["safety-net", "--yes"]).ok();
     calico_harden(&c, &["localhost", "--yes"]).ok();
     calico_harden(&c, &["nodes-to-kapi", "--yes"]).ok();
-    let history: Value = serde_json::from_str(&calico_harden(&c, &["history", "-o", "json"]).ok().stdout).unwrap();
+    let history: Value =
+        serde_json::from_str(&calico_harden(&c, &["history", "-o", "json"]).ok().stdout).unwrap();
     let first = history[0]["revision"].as_u64().unwrap();
     calico_harden(&c, &["rollback", &first.to_string(), "--yes"]).ok();
     let names = gnp_names(&c);
@@ -423,14 +695,34 @@ fn rollback_to_a_revision_keeps_what_came_before_it() {
 fn rollback_refuses_an_object_changed_by_someone_else() {
     let c = harness::cluster(Seed::Lab);
     calico_harden(&c, &["localhost", "--yes"]).ok();
-    c.kubectl_ok(&["patch", "globalnetworkpolicies.projectcalico.org", "allow-containers-access-to-localhost", "--type=merge", "-p", "{\"spec\":{\"order\":7}}"]);
+    c.kubectl_ok(&[
+        "patch",
+        "globalnetworkpolicies.projectcalico.org",
+        "allow-containers-access-to-localhost",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"order\":7}}",
+    ]);
     let mark = c.audit_mark();
     let refused = calico_harden(&c, &["rollback", "--yes"]);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(refused.stderr.contains("changed by someone else"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("changed by someone else"),
+        "{}",
+        refused.stderr
+    );
     assert!(c.writes_since(&mark).is_empty());
-    let policy = get_json(&c, &["globalnetworkpolicies.projectcalico.org", "allow-containers-access-to-localhost"]);
-    assert_eq!(policy["spec"]["order"], 7, "the other writer's change is kept");
+    let policy = get_json(
+        &c,
+        &[
+            "globalnetworkpolicies.projectcalico.org",
+            "allow-containers-access-to-localhost",
+        ],
+    );
+    assert_eq!(
+        policy["spec"]["order"], 7,
+        "the other writer's change is kept"
+    );
     calico_harden(&c, &["rollback", "--yes", "--force"]).ok();
     assert!(!gnp_names(&c).contains(&"allow-containers-access-to-localhost".to_string()));
 }
@@ -440,16 +732,35 @@ fn a_process_killed_at_each_write_of_up_can_be_rolled_back() {
     let c = harness::cluster(Seed::Lab);
     let before = calico_state(&c);
     let planned = calico_harden(&c, &["up", "--dry-run=client"]).ok();
-    let object_writes = planned.stdout.lines().filter(|l| l.contains(" create [")).count();
+    let object_writes = planned
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" create ["))
+        .count();
     assert!(object_writes >= 12, "{}", planned.stdout);
     let mut kill_points = 0;
     for writes in 1..=object_writes {
-        let killed = calico_harden_env(&c, &["up", "--yes"], &[("KUBECTL_CALICO_HARDEN_ABORT_AFTER_WRITES", &writes.to_string())]);
+        let killed = calico_harden_env(
+            &c,
+            &["up", "--yes"],
+            &[(
+                "KUBECTL_CALICO_HARDEN_ABORT_AFTER_WRITES",
+                &writes.to_string(),
+            )],
+        );
         assert_ne!(killed.code, 0, "write {writes}: the process must die");
         let history = calico_harden(&c, &["history"]).ok();
-        assert!(history.stdout.contains("pending"), "write {writes}: {}", history.stdout);
+        assert!(
+            history.stdout.contains("pending"),
+            "write {writes}: {}",
+            history.stdout
+        );
         calico_harden(&c, &["rollback", "--yes"]).ok();
-        assert_eq!(calico_state(&c), before, "write {writes}: rollback did not restore");
+        assert_eq!(
+            calico_state(&c),
+            before,
+            "write {writes}: rollback did not restore"
+        );
         kill_points += 1;
     }
     assert_eq!(kill_points, object_writes);

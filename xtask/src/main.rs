@@ -3,6 +3,7 @@
 
 mod controlplane;
 mod dist;
+mod try_it;
 
 use controlplane as cp;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage:
+  cargo xtask try                                     install the plugin and run the walk-through
+                                                      (local control plane when no cluster is at hand)
   cargo xtask cluster build                           build controlplane + kubectl into target/controlplane/bin
   cargo xtask cluster up    [--dir DIR] [--seed lab|native|empty]
                                                       build if needed, start in the background, wait until ready
@@ -187,6 +190,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("cluster") => cluster(&args[1..]),
         Some("dist") => dist::run(&workspace_root(), &args[1..]),
+        Some("try") => try_it::run(&workspace_root()),
         _ => Err(format!("{USAGE}\n\n{}", dist::USAGE)),
     };
     match result {
