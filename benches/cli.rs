@@ -1,5 +1,6 @@
 //! Command-line latency benchmark: --help, a usage error and a completion answer, measured as
 //! whole process runs because that is what a user or a shell waits for.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::Command;
 use std::time::Duration;

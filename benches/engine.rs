@@ -5,6 +5,7 @@
 //! `full` builds the engine from the JSON inventory, generates the flows and evaluates them all;
 //! `evaluate` only evaluates (engine and flows prebuilt). The scaling groups vary one dimension
 //! at a time around the target. Run: `cargo bench --bench engine`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::time::Duration;
 

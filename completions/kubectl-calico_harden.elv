@@ -705,6 +705,7 @@ set edit:completion:arg-completer[kubectl-calico_harden] = {|@words|
             cand --history-max 'How many revisions of history to keep'
             cand --disable 'Set autoCreate to Disabled instead. Calico then DELETES the automatic host endpoints'
             cand --wait 'After patching, wait with a progress bar until every node has a host endpoint'
+            cand --force 'Enable even when calico-kube-controllers is newer than calico-node (see the refusal)'
             cand -y 'Answer yes to every confirmation (needed when stdin is not a terminal)'
             cand --yes 'Answer yes to every confirmation (needed when stdin is not a terminal)'
             cand --no-color 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)'
@@ -823,7 +824,7 @@ set edit:completion:arg-completer[kubectl-calico_harden] = {|@words|
             cand --control-plane-node 'Control-plane node name (repeatable; offline only)'
             cand --apiserver-port 'API server port (offline only)'
             cand --calico-apiserver-namespace 'Namespace of the calico-apiserver pods (offline only)'
-            cand --registry-ip 'Private registry address for the registry stage (rendered only when given)'
+            cand --registry-ip 'Private registry address; the registry stage is included only when given'
             cand --registry-port 'Private registry port (repeatable; default 5000)'
             cand --exclude-namespaces 'Namespaces isolate-apps leaves alone; '''' for the tutorial''s exact selector'
             cand --kubeconfig 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)'
@@ -853,9 +854,9 @@ set edit:completion:arg-completer[kubectl-calico_harden] = {|@words|
         }
         &'kubectl-calico_harden;up'= {
             cand --through 'Stop after this stage'
-            cand --registry-ip 'Private registry address; the registry stage runs only when given'
+            cand --registry-ip 'Private registry address; the registry stage is included only when given'
             cand --registry-port 'Private registry port (repeatable; default 5000)'
-            cand --exclude-namespaces 'Namespaces isolate-apps leaves alone; '''' isolates every namespace'
+            cand --exclude-namespaces 'Namespaces isolate-apps leaves alone; '''' for the tutorial''s exact selector'
             cand --confirm-timeout 'With --lockdown: how long to wait for the operator''s confirmation, e.g. 60s'
             cand --kubeconfig 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)'
             cand --context 'The kubeconfig context to use'

@@ -733,6 +733,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
             [CompletionResult]::new('--disable', '--disable', [CompletionResultType]::ParameterName, 'Set autoCreate to Disabled instead. Calico then DELETES the automatic host endpoints')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'After patching, wait with a progress bar until every node has a host endpoint')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Enable even when calico-kube-controllers is newer than calico-node (see the refusal)')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin is not a terminal)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin is not a terminal)')
             [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)')
@@ -856,7 +857,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('--control-plane-node', '--control-plane-node', [CompletionResultType]::ParameterName, 'Control-plane node name (repeatable; offline only)')
             [CompletionResult]::new('--apiserver-port', '--apiserver-port', [CompletionResultType]::ParameterName, 'API server port (offline only)')
             [CompletionResult]::new('--calico-apiserver-namespace', '--calico-apiserver-namespace', [CompletionResultType]::ParameterName, 'Namespace of the calico-apiserver pods (offline only)')
-            [CompletionResult]::new('--registry-ip', '--registry-ip', [CompletionResultType]::ParameterName, 'Private registry address for the registry stage (rendered only when given)')
+            [CompletionResult]::new('--registry-ip', '--registry-ip', [CompletionResultType]::ParameterName, 'Private registry address; the registry stage is included only when given')
             [CompletionResult]::new('--registry-port', '--registry-port', [CompletionResultType]::ParameterName, 'Private registry port (repeatable; default 5000)')
             [CompletionResult]::new('--exclude-namespaces', '--exclude-namespaces', [CompletionResultType]::ParameterName, 'Namespaces isolate-apps leaves alone; '''' for the tutorial''s exact selector')
             [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
@@ -887,9 +888,9 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
         }
         'kubectl-calico_harden;up' {
             [CompletionResult]::new('--through', '--through', [CompletionResultType]::ParameterName, 'Stop after this stage')
-            [CompletionResult]::new('--registry-ip', '--registry-ip', [CompletionResultType]::ParameterName, 'Private registry address; the registry stage runs only when given')
+            [CompletionResult]::new('--registry-ip', '--registry-ip', [CompletionResultType]::ParameterName, 'Private registry address; the registry stage is included only when given')
             [CompletionResult]::new('--registry-port', '--registry-port', [CompletionResultType]::ParameterName, 'Private registry port (repeatable; default 5000)')
-            [CompletionResult]::new('--exclude-namespaces', '--exclude-namespaces', [CompletionResultType]::ParameterName, 'Namespaces isolate-apps leaves alone; '''' isolates every namespace')
+            [CompletionResult]::new('--exclude-namespaces', '--exclude-namespaces', [CompletionResultType]::ParameterName, 'Namespaces isolate-apps leaves alone; '''' for the tutorial''s exact selector')
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'With --lockdown: how long to wait for the operator''s confirmation, e.g. 60s')
             [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
             [CompletionResult]::new('--context', '--context', [CompletionResultType]::ParameterName, 'The kubeconfig context to use')

@@ -297,6 +297,10 @@ pub struct EnableHepArgs {
     #[arg(long, value_name = "DURATION", default_value = "2m")]
     pub timeout: String,
 
+    /// Enable even when calico-kube-controllers is newer than calico-node (see the refusal).
+    #[arg(long)]
+    pub force: bool,
+
     /// Print the equivalent kubectl command for this shell and change nothing.
     #[arg(long, value_enum, value_name = "SHELL")]
     pub print_command: Option<PrintShell>,
@@ -342,7 +346,14 @@ pub struct RenderArgs {
     #[arg(long, value_name = "NAMESPACE", requires = "offline")]
     pub calico_apiserver_namespace: Option<String>,
 
-    /// Private registry address for the registry stage (rendered only when given).
+    #[command(flatten)]
+    pub stage_flags: StageFlags,
+}
+
+/// Flags that shape several stages at once (`render` and `up`).
+#[derive(Debug, Args, Clone)]
+pub struct StageFlags {
+    /// Private registry address; the registry stage is included only when given.
     #[arg(long, value_name = "IP[/PREFIX]")]
     pub registry_ip: Vec<String>,
 
@@ -369,21 +380,8 @@ pub struct UpArgs {
     #[arg(long)]
     pub lockdown: bool,
 
-    /// Private registry address; the registry stage runs only when given.
-    #[arg(long, value_name = "IP[/PREFIX]")]
-    pub registry_ip: Vec<String>,
-
-    /// Private registry port (repeatable; default 5000).
-    #[arg(long, value_name = "N")]
-    pub registry_port: Vec<String>,
-
-    /// Namespaces isolate-apps leaves alone; '' isolates every namespace.
-    #[arg(
-        long,
-        value_name = "LIST",
-        default_value = crate::stages::DEFAULT_EXCLUDED_NAMESPACES
-    )]
-    pub exclude_namespaces: String,
+    #[command(flatten)]
+    pub stage_flags: StageFlags,
 
     /// With --lockdown: lock down even when preflight checks fail.
     #[arg(long, requires = "lockdown")]

@@ -52,6 +52,10 @@ pub struct ClusterFacts {
     /// Nodes where calico-typha runs; empty when there is no typha.
     pub typha_nodes: Vec<NodeRef>,
     pub typha_port: u16,
+    /// Image versions of calico-node and calico-kube-controllers (e.g. "v3.31.0"), when the
+    /// images carry one.
+    pub calico_node_version: Option<String>,
+    pub kube_controllers_version: Option<String>,
     /// The label that selects the cluster DNS pods, e.g. ("k8s-app", "kube-dns").
     pub dns_label: (String, String),
     pub node_count: usize,
@@ -146,6 +150,8 @@ impl ClusterFacts {
             kube_controllers_namespace: "calico-system".into(),
             typha_nodes: vec![control],
             typha_port: 5473,
+            calico_node_version: None,
+            kube_controllers_version: None,
             dns_label: ("k8s-app".into(), "kube-dns".into()),
             node_count: 1,
             nodes: vec!["control".into()],
@@ -245,6 +251,37 @@ fn container_port(pod: &Value, fallback: u16) -> u16 {
         .unwrap_or(fallback)
 }
 
+/// The tag of a pod's first container image, without a digest: "v3.31.0".
+fn image_version(pod: &Value) -> Option<String> {
+    let image = str_at(pod, "/spec/containers/0/image")?;
+    let image = image.split('@').next()?;
+    let (_, tag) = image
+        .rsplit_once(':')
+        .filter(|(name, _)| !name.is_empty())?;
+    (!tag.contains('/')).then(|| tag.to_string())
+}
+
+/// "v3.31.2" → (3, 31, 2); anything else → None.
+pub fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+impl ClusterFacts {
+    /// calico-kube-controllers newer than calico-node can lack the projectcalico-default-allow
+    /// profile that auto host endpoints rely on, and cut all host traffic when they appear
+    /// (Calico PR #3552). Some((controllers, node)) when that is the case.
+    pub fn controllers_newer_than_node(&self) -> Option<(String, String)> {
+        let controllers = self.kube_controllers_version.as_deref()?;
+        let node = self.calico_node_version.as_deref()?;
+        (parse_version(controllers)? > parse_version(node)?)
+            .then(|| (controllers.to_string(), node.to_string()))
+    }
+}
+
 /// Derive the facts from what the cluster returned.
 pub fn detect(inv: &Inventory) -> ClusterFacts {
     let nodes_by_name: BTreeMap<&str, &Value> = inv
@@ -328,6 +365,9 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
         kube_controllers_namespace,
         typha_nodes,
         typha_port,
+        calico_node_version: pods_with_app(pods, "calico-node").find_map(image_version),
+        kube_controllers_version: pods_with_app(pods, "calico-kube-controllers")
+            .find_map(image_version),
         dns_label: ("k8s-app".into(), "kube-dns".into()),
         node_count: inv.nodes.len(),
         nodes: nodes_by_name.keys().map(|n| n.to_string()).collect(),
@@ -506,6 +546,35 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(facts.control_plane_nodes[0].hostname, "ip-10-0-0-1");
+    }
+
+    #[test]
+    fn controllers_newer_than_node_is_detected_from_image_tags() {
+        let image = |app: &str, tag: &str| {
+            let mut p = pod("calico-system", app, "n");
+            p["spec"]["containers"][0]["image"] = json!(format!("quay.io/calico/{app}:{tag}"));
+            p
+        };
+        let facts = detect(&Inventory {
+            system_pods: vec![
+                image("calico-node", "v3.30.4"),
+                image("calico-kube-controllers", "v3.31.0@sha256:abc"),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(
+            facts.controllers_newer_than_node(),
+            Some(("v3.31.0".into(), "v3.30.4".into()))
+        );
+        let same = detect(&Inventory {
+            system_pods: vec![
+                image("calico-node", "v3.31.0"),
+                image("calico-kube-controllers", "v3.31.0"),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(same.controllers_newer_than_node(), None);
+        assert_eq!(parse_version("latest"), None);
     }
 
     #[test]

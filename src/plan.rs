@@ -26,6 +26,18 @@ pub enum ChangeKind {
     Patch,
 }
 
+impl ChangeKind {
+    /// The API verb this change takes (what RBAC must allow).
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update | Self::Adopt => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+        }
+    }
+}
+
 /// One write, fully prepared: what is there now and exactly what will be sent.
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {

@@ -174,8 +174,11 @@ impl Api {
         }
     }
 
-    pub async fn create(
+    /// Send `body` with `method` and return the object the server answers with.
+    async fn send_object(
         &self,
+        method: Method,
+        content_type: &str,
         path: &str,
         body: &Value,
         dry_run: bool,
@@ -183,19 +186,30 @@ impl Api {
     ) -> Result<Value> {
         let uri = with_dry_run(path, dry_run);
         match self
-            .send(
-                Method::POST,
-                &uri,
-                Some("application/json"),
-                Some(body),
-                target,
-                false,
-            )
+            .send(method, &uri, Some(content_type), Some(body), target, false)
             .await?
         {
             Outcome::Ok(text) => Self::parse(&text, target),
             Outcome::NotFound => unreachable!("404 is an error here"),
         }
+    }
+
+    pub async fn create(
+        &self,
+        path: &str,
+        body: &Value,
+        dry_run: bool,
+        target: &Target,
+    ) -> Result<Value> {
+        self.send_object(
+            Method::POST,
+            "application/json",
+            path,
+            body,
+            dry_run,
+            target,
+        )
+        .await
     }
 
     /// PUT with the body's metadata.resourceVersion: a concurrent change answers 409.
@@ -206,21 +220,8 @@ impl Api {
         dry_run: bool,
         target: &Target,
     ) -> Result<Value> {
-        let uri = with_dry_run(path, dry_run);
-        match self
-            .send(
-                Method::PUT,
-                &uri,
-                Some("application/json"),
-                Some(body),
-                target,
-                false,
-            )
-            .await?
-        {
-            Outcome::Ok(text) => Self::parse(&text, target),
-            Outcome::NotFound => unreachable!("404 is an error here"),
-        }
+        self.send_object(Method::PUT, "application/json", path, body, dry_run, target)
+            .await
     }
 
     pub async fn merge_patch(
@@ -230,21 +231,15 @@ impl Api {
         dry_run: bool,
         target: &Target,
     ) -> Result<Value> {
-        let uri = with_dry_run(path, dry_run);
-        match self
-            .send(
-                Method::PATCH,
-                &uri,
-                Some("application/merge-patch+json"),
-                Some(patch),
-                target,
-                false,
-            )
-            .await?
-        {
-            Outcome::Ok(text) => Self::parse(&text, target),
-            Outcome::NotFound => unreachable!("404 is an error here"),
-        }
+        self.send_object(
+            Method::PATCH,
+            "application/merge-patch+json",
+            path,
+            patch,
+            dry_run,
+            target,
+        )
+        .await
     }
 
     /// DELETE guarded by the resourceVersion we read, so a concurrent edit answers 409.

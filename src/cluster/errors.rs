@@ -19,9 +19,8 @@ impl Target {
             text.push('/');
             text.push_str(name);
         }
-        match &self.namespace {
-            Some(ns) => text.push_str(&format!(" in namespace {ns}")),
-            None => {}
+        if let Some(ns) = &self.namespace {
+            text.push_str(&format!(" in namespace {ns}"))
         }
         text
     }

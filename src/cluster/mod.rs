@@ -102,21 +102,21 @@ pub fn resolve_context(
             message: format!("context {context_name:?} is not in the kubeconfig"),
             hint: Some(format!("known contexts: {}", names.join(", "))),
         })?;
-    if let Some(cluster) = &options.cluster {
-        if !kubeconfig.clusters.iter().any(|c| &c.name == cluster) {
-            return Err(Error::Config {
-                message: format!("cluster {cluster:?} is not in the kubeconfig"),
-                hint: None,
-            });
-        }
+    if let Some(cluster) = &options.cluster
+        && !kubeconfig.clusters.iter().any(|c| &c.name == cluster)
+    {
+        return Err(Error::Config {
+            message: format!("cluster {cluster:?} is not in the kubeconfig"),
+            hint: None,
+        });
     }
-    if let Some(user) = &options.user {
-        if !kubeconfig.auth_infos.iter().any(|u| &u.name == user) {
-            return Err(Error::Config {
-                message: format!("user {user:?} is not in the kubeconfig"),
-                hint: None,
-            });
-        }
+    if let Some(user) = &options.user
+        && !kubeconfig.auth_infos.iter().any(|u| &u.name == user)
+    {
+        return Err(Error::Config {
+            message: format!("user {user:?} is not in the kubeconfig"),
+            hint: None,
+        });
     }
     let user = options
         .as_user

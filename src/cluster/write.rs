@@ -59,54 +59,30 @@ impl<'a> Writer<'a> {
             return Ok(change.after.clone());
         }
         let server_dry_run = self.dry_run == DryRun::Server;
-        let ns = change.namespace.as_deref();
+        let (kind, ns) = (change.object_kind, change.namespace.as_deref());
         let name = Some(change.name.as_str());
+        let target = calico_target(change.kind.verb(), kind, ns, name);
+        let collection = change.kind == ChangeKind::Create;
+        let path = calico_path(kind, ns, if collection { None } else { name });
         let api = &self.cluster.api;
-        let body = change.body.as_ref();
+        let body = || change.body.as_ref().expect("only a delete has no body");
         match change.kind {
-            ChangeKind::Create => {
-                let target = calico_target("create", change.object_kind, ns, name);
-                let path = calico_path(change.object_kind, ns, None);
-                api.create(
-                    &path,
-                    body.expect("create has a body"),
-                    server_dry_run,
-                    &target,
-                )
+            ChangeKind::Create => api
+                .create(&path, body(), server_dry_run, &target)
                 .await
-                .map(Some)
-            }
-            ChangeKind::Update | ChangeKind::Adopt => {
-                let target = calico_target("update", change.object_kind, ns, name);
-                let path = calico_path(change.object_kind, ns, name);
-                api.replace(
-                    &path,
-                    body.expect("update has a body"),
-                    server_dry_run,
-                    &target,
-                )
+                .map(Some),
+            ChangeKind::Update | ChangeKind::Adopt => api
+                .replace(&path, body(), server_dry_run, &target)
                 .await
-                .map(Some)
-            }
-            ChangeKind::Patch => {
-                let target = calico_target("patch", change.object_kind, ns, name);
-                let path = calico_path(change.object_kind, ns, name);
-                api.merge_patch(
-                    &path,
-                    body.expect("patch has a body"),
-                    server_dry_run,
-                    &target,
-                )
+                .map(Some),
+            ChangeKind::Patch => api
+                .merge_patch(&path, body(), server_dry_run, &target)
                 .await
-                .map(Some)
-            }
-            ChangeKind::Delete => {
-                let target = calico_target("delete", change.object_kind, ns, name);
-                let path = calico_path(change.object_kind, ns, name);
-                api.delete(&path, change.resource_version(), server_dry_run, &target)
-                    .await
-                    .map(|_| None)
-            }
+                .map(Some),
+            ChangeKind::Delete => api
+                .delete(&path, change.resource_version(), server_dry_run, &target)
+                .await
+                .map(|_| None),
         }
     }
 }

@@ -74,13 +74,27 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
         ));
     };
     let hep = &facts.host_endpoints;
-    if let Some(running) = &hep.auto_create_running {
-        if running != value && hep.overridden() {
-            ctx.printer.warn(&format!(
+    if let Some(running) = &hep.auto_create_running
+        && running != value
+        && hep.overridden()
+    {
+        ctx.printer.warn(&format!(
                 "calico-kube-controllers runs with autoCreate={running} although the spec says {}: an environment variable (AUTO_HOST_ENDPOINTS) overrides the spec, so this patch will not take effect until it is removed from the calico-kube-controllers deployment",
                 hep.auto_create_spec
             ));
+    }
+    if let (false, Some((controllers, node))) = (args.disable, facts.controllers_newer_than_node())
+    {
+        let message = format!(
+            "calico-kube-controllers {controllers} is newer than calico-node {node}: its automatic host endpoints can reference a projectcalico-default-allow profile this calico-node does not have, which cuts all host traffic (Calico PR #3552)"
+        );
+        if !args.force {
+            return Err(Error::refused(
+                format!("enable-hep refused: {message}"),
+                Some("upgrade calico-node to the same version first, or pass --force if you know this pair is safe".into()),
+            ));
         }
+        ctx.printer.warn(&format!("--force: {message}"));
     }
     if args.disable {
         ctx.printer.warn("setting autoCreate to Disabled makes Calico DELETE every automatic host endpoint (<node>-auto-hep); hosts are then unprotected");
@@ -117,6 +131,9 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
     }
     let applied = apply_changes(ctx, &cluster, &changes, Vec::new()).await?;
     report_applied(ctx, &changes, &applied);
+    if ctx.dry_run == DryRun::None {
+        warn_if_not_taken_up(ctx, &cluster, value).await?;
+    }
     if args.wait && ctx.dry_run == DryRun::None {
         if args.disable {
             wait_for_no_auto_host_endpoints(ctx, &cluster, timeout).await?;
@@ -128,6 +145,49 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
     }
     Ok(ExitStatus::Success)
 }
+
+/// kube-controllers reports the value it runs with in status.runningConfig. If that does not
+/// follow the new spec within a few seconds, an environment variable overrides it.
+async fn warn_if_not_taken_up(
+    ctx: &Context,
+    cluster: &crate::cluster::Cluster,
+    value: &str,
+) -> Result<()> {
+    let path = crate::cluster::api::calico_path(
+        CalicoKind::KubeControllersConfiguration,
+        None,
+        Some("default"),
+    );
+    let target = crate::cluster::api::calico_target(
+        "get",
+        CalicoKind::KubeControllersConfiguration,
+        None,
+        Some("default"),
+    );
+    let deadline = Instant::now() + TAKE_UP_WAIT;
+    loop {
+        let running = cluster.api.get(&path, &target).await?.and_then(|kcc| {
+            kcc.pointer("/status/runningConfig/controllers/node/hostEndpoint/autoCreate")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        match running {
+            // Older kube-controllers do not report a running config: nothing to compare.
+            None => return Ok(()),
+            Some(running) if running == value => return Ok(()),
+            Some(running) if Instant::now() >= deadline => {
+                ctx.printer.warn(&format!(
+                    "calico-kube-controllers still runs with autoCreate={running}: an environment variable (AUTO_HOST_ENDPOINTS) overrides the spec, so this patch does not take effect until it is removed from the calico-kube-controllers deployment"
+                ));
+                return Ok(());
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// How long kube-controllers gets to report the new value before we call it overridden.
+const TAKE_UP_WAIT: Duration = Duration::from_secs(3);
 
 async fn host_endpoint_nodes(
     cluster: &crate::cluster::Cluster,

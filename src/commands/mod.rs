@@ -48,6 +48,18 @@ pub struct Context {
     pub command_line: String,
 }
 
+/// Rendering options from the shared stage flags.
+pub fn stage_options(
+    flags: &crate::cli::StageFlags,
+    namespace_override: Option<String>,
+) -> Result<crate::stages::StageOptions> {
+    Ok(crate::stages::StageOptions {
+        excluded_namespaces: crate::stages::parse_namespace_list(&flags.exclude_namespaces)?,
+        registry: crate::stages::parse_registry(&flags.registry_ip, &flags.registry_port)?,
+        namespace_override,
+    })
+}
+
 /// "30s", "2m", "500ms", "1h", or a bare number of seconds (kubectl's --request-timeout).
 pub fn parse_duration(raw: &str, flag: &str) -> Result<Duration> {
     let raw = raw.trim();
@@ -62,7 +74,7 @@ pub fn parse_duration(raw: &str, flag: &str) -> Result<Duration> {
         "h" => value * 3600.0,
         _ => return Err(invalid_duration(raw, flag)),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 * 7.0 {
+    if !seconds.is_finite() || !(0.0..=86_400.0 * 7.0).contains(&seconds) {
         return Err(invalid_duration(raw, flag));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -313,12 +325,7 @@ fn needed_permissions(ctx: &Context, changes: &[Change]) -> Vec<cluster::access:
     let mut needed: Vec<Permission> = changes
         .iter()
         .map(|c| Permission {
-            verb: match c.kind {
-                ChangeKind::Create => "create",
-                ChangeKind::Update | ChangeKind::Adopt => "update",
-                ChangeKind::Patch => "patch",
-                ChangeKind::Delete => "delete",
-            },
+            verb: c.kind.verb(),
             group: crate::calico::policy::API_GROUP,
             resource: c.object_kind.plural(),
             namespace: c.namespace.clone(),

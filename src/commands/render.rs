@@ -13,11 +13,7 @@ use crate::stages::{self, StageId, StageOptions, StageRender};
 use super::Context;
 
 fn options(args: &RenderArgs, ctx: &Context) -> Result<StageOptions> {
-    Ok(StageOptions {
-        excluded_namespaces: stages::parse_namespace_list(&args.exclude_namespaces)?,
-        registry: stages::parse_registry(&args.registry_ip, &args.registry_port)?,
-        namespace_override: ctx.namespace.clone(),
-    })
+    super::stage_options(&args.stage_flags, ctx.namespace.clone())
 }
 
 fn offline_facts(args: &RenderArgs) -> Result<ClusterFacts> {

@@ -24,18 +24,18 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
     let cluster = ctx.connect().await?;
     let store = ctx.store(&cluster);
     let history = store.list().await?;
-    if let RollbackTarget::After(n) = target {
-        if !history.iter().any(|r| r.revision == n) {
-            let known: Vec<String> = history.iter().map(|r| r.revision.to_string()).collect();
-            return Err(Error::usage(format!(
-                "revision {n} is not in the history (known: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        }
+    if let RollbackTarget::After(n) = target
+        && !history.iter().any(|r| r.revision == n)
+    {
+        let known: Vec<String> = history.iter().map(|r| r.revision.to_string()).collect();
+        return Err(Error::usage(format!(
+            "revision {n} is not in the history (known: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        )));
     }
     let to_undo = journal::revisions_to_undo(&history, target);
     if to_undo.is_empty() {

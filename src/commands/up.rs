@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts;
 use crate::plan::Change;
-use crate::stages::{self, StageId, StageOptions};
+use crate::stages::StageId;
 use crate::ui::printer::Tone;
 
 use super::stage::{StagePlan, plan_stage};
@@ -19,11 +19,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
             "-n/--namespace does not apply to up: pass it to the single namespaced stage commands instead",
         ));
     }
-    let options = StageOptions {
-        excluded_namespaces: stages::parse_namespace_list(&args.exclude_namespaces)?,
-        registry: stages::parse_registry(&args.registry_ip, &args.registry_port)?,
-        namespace_override: None,
-    };
+    let options = super::stage_options(&args.stage_flags, None)?;
     let lockdown_options = lockdown::LockdownOptions::from_args(&crate::cli::LockdownArgs {
         force: args.force,
         confirm_timeout: args.confirm_timeout.clone(),
@@ -83,6 +79,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
             disable: false,
             wait: true,
             timeout: "2m".into(),
+            force: false,
             print_command: None,
         };
         enable_hep::run(ctx, &hep_args).await?;

@@ -385,7 +385,8 @@ func (c *clients) resetPods(ctx context.Context, seed *seedState) error {
 		want.Annotations = map[string]string{seedHashAnnot: h}
 		cur := existing[key]
 		if cur != nil && cur.DeletionTimestamp == nil && cur.Annotations[seedHashAnnot] == h && len(cur.Annotations) == 1 &&
-			reflect.DeepEqual(cur.Labels, want.Labels) && cur.Status.PodIP == want.Status.PodIP && cur.Status.Phase == corev1.PodRunning {
+			reflect.DeepEqual(cur.Labels, want.Labels) && cur.Status.PodIP == want.Status.PodIP && cur.Status.Phase == corev1.PodRunning &&
+			sameImages(cur, want) {
 			continue
 		}
 		fns = append(fns, func() error {
@@ -411,6 +412,19 @@ func (c *clients) resetPods(ctx context.Context, seed *seedState) error {
 		}
 	}
 	return parallel(fns...)
+}
+
+// sameImages: tests change pod images (kubectl set image) to fake versions.
+func sameImages(a, b *corev1.Pod) bool {
+	if len(a.Spec.Containers) != len(b.Spec.Containers) {
+		return false
+	}
+	for i := range a.Spec.Containers {
+		if a.Spec.Containers[i].Image != b.Spec.Containers[i].Image {
+			return false
+		}
+	}
+	return true
 }
 
 // serveControlSocket answers `reset SEED` and `ping` on a unix socket.

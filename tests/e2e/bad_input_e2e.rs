@@ -8,24 +8,7 @@ use serde_json::Value;
 
 use crate::faults_e2e::FaultProxy;
 use crate::harness::{self, ClusterGuard, Seed};
-use crate::stages_e2e::{Run, calico_harden};
-use crate::tutorial_render::plugin;
-
-fn run_with_kubeconfig(kubeconfig: &Path, args: &[&str]) -> Run {
-    let out = plugin()
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::stages_e2e::{calico_harden, with_kubeconfig};
 
 /// The admin kubeconfig with `edit` applied to its YAML (as JSON).
 fn variant(
@@ -429,7 +412,7 @@ fn forty_bad_inputs_each_fail_clearly_and_write_nothing() {
     let mut zero_write = 0;
     for case in &cases {
         let mark = c.audit_mark();
-        let run = run_with_kubeconfig(&case.kubeconfig, &case.args);
+        let run = with_kubeconfig(&case.kubeconfig, &case.args, &[]);
         assert_eq!(
             run.code, case.code,
             "{}: exit code\n{}",

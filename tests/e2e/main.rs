@@ -1,3 +1,5 @@
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod bad_input_e2e;
 mod check_e2e;
 mod cli;

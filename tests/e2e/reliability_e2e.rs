@@ -10,27 +10,11 @@ use serde_json::{Value, json};
 use crate::faults_e2e::FaultProxy;
 use crate::harness::{self, ClusterGuard, Seed};
 use crate::stages_e2e::{
-    Run, calico_harden, calico_harden_env, calico_state, make_api_port_failsafe,
+    Run, calico_harden, calico_harden_env, calico_state, make_api_port_failsafe, with_kubeconfig,
 };
 use crate::tutorial_render::plugin;
 
 const TEST_LABEL: &str = "calico-harden-test=true";
-
-fn run_kubeconfig(kubeconfig: &std::path::Path, args: &[&str]) -> Run {
-    let out = plugin()
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -418,7 +402,7 @@ fn no_token_key_or_certificate_appears_in_any_output() {
     let mut checked = 0;
     for kubeconfig in [c.kubeconfig().to_path_buf(), token_path.clone()] {
         for args in commands {
-            let run = run_kubeconfig(&kubeconfig, args);
+            let run = with_kubeconfig(&kubeconfig, args, &[]);
             for (what, secret) in &secrets {
                 assert!(
                     !run.stdout.contains(secret.as_str()),
@@ -433,7 +417,7 @@ fn no_token_key_or_certificate_appears_in_any_output() {
         }
     }
     // The token identity really worked (its history entries name the service account).
-    let runs = run_kubeconfig(&token_path, &["history"]);
+    let runs = with_kubeconfig(&token_path, &["history"], &[]);
     assert!(
         runs.stdout
             .contains("system:serviceaccount:default:secret-test"),

@@ -53,10 +53,15 @@ pub fn calico_harden(c: &ClusterGuard, args: &[&str]) -> Run {
 }
 
 pub fn calico_harden_env(c: &ClusterGuard, args: &[&str], env: &[(&str, &str)]) -> Run {
+    with_kubeconfig(c.kubeconfig(), args, env)
+}
+
+/// The plugin with an explicit kubeconfig (a proxy's, a broken one, another identity's).
+pub fn with_kubeconfig(kubeconfig: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = plugin();
     command
         .arg("--kubeconfig")
-        .arg(c.kubeconfig())
+        .arg(kubeconfig)
         .args(args)
         .env("NO_COLOR", "1")
         .env_remove("KUBECONFIG");
@@ -473,7 +478,7 @@ fn enable_hep_warns_when_an_environment_variable_overrides_the_spec() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     let run = calico_harden(&c, &["enable-hep", "--yes", "--wait", "--timeout", "3s"]);
     assert!(
-        run.stderr.contains("overrides the spec") || run.stderr.contains("AUTO_HOST_ENDPOINTS"),
+        run.stderr.contains("still runs with autoCreate=Disabled: an environment variable (AUTO_HOST_ENDPOINTS) overrides the spec"),
         "{}",
         run.stderr
     );
@@ -765,4 +770,53 @@ fn a_process_killed_at_each_write_of_up_can_be_rolled_back() {
     }
     assert_eq!(kill_points, object_writes);
     println!("crash recovery: {kill_points} kill points of `up`, each restored by rollback");
+}
+
+#[test]
+fn enable_hep_refuses_when_kube_controllers_is_newer_than_calico_node() {
+    let c = harness::cluster(Seed::Lab);
+    let pods = c.get_json(&[
+        "pods",
+        "-n",
+        "calico-system",
+        "-l",
+        "k8s-app=calico-kube-controllers",
+    ]);
+    let pod = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.kubectl_ok(&[
+        "set",
+        "image",
+        &format!("pod/{pod}"),
+        "-n",
+        "calico-system",
+        "calico-kube-controllers=quay.io/calico/kube-controllers:v3.99.0",
+    ]);
+    let mark = c.audit_mark();
+    let refused = calico_harden(&c, &["enable-hep", "--yes"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("newer than calico-node"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("#3552"), "{}", refused.stderr);
+    assert!(c.writes_since(&mark).is_empty());
+    let forced = calico_harden(&c, &["enable-hep", "--yes", "--force"]).ok();
+    assert!(forced.stderr.contains("--force"), "{}", forced.stderr);
+    // Put the seed's image back; a later test must not inherit a fake version.
+    c.reset(Seed::Lab);
+    let pods = c.get_json(&[
+        "pods",
+        "-n",
+        "calico-system",
+        "-l",
+        "k8s-app=calico-kube-controllers",
+    ]);
+    assert_ne!(
+        pods["items"][0]["spec"]["containers"][0]["image"],
+        "quay.io/calico/kube-controllers:v3.99.0"
+    );
 }
