@@ -478,3 +478,49 @@ mod selector_validity {
         assert!(count > 20, "{count}");
     }
 }
+
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+    use crate::facts::ClusterFacts;
+    use crate::stages::parse_registry;
+
+    fn rendered(facts: &ClusterFacts, options: &StageOptions) -> String {
+        let manifests: Vec<serde_json::Value> = StageId::ALL
+            .iter()
+            .filter_map(|stage| match render(*stage, facts, options) {
+                StageRender::Objects(objects) => Some(objects),
+                StageRender::NotApplicable(_) => None,
+            })
+            .flatten()
+            .map(|o| o.manifest)
+            .collect();
+        crate::yaml::to_yaml_stream(&manifests)
+    }
+
+    /// What `render --offline` prints for the tutorial lab, every stage.
+    #[test]
+    fn tutorial_lab_stages() {
+        let options = StageOptions {
+            registry: parse_registry(&["10.0.0.5".into()], &[]).unwrap(),
+            ..StageOptions::with_defaults()
+        };
+        insta::assert_snapshot!(rendered(&ClusterFacts::tutorial_lab(), &options));
+    }
+
+    /// A kubeadm-like cluster: two control-plane nodes, port 16443, calico-apiserver and
+    /// kube-controllers both in calico-system, typha on two workers.
+    #[test]
+    fn detected_multi_control_plane_cluster() {
+        let node = |name: &str| NodeRef {
+            name: name.into(),
+            hostname: name.into(),
+        };
+        let mut facts = ClusterFacts::tutorial_lab();
+        facts.control_plane_nodes = vec![node("cp-1"), node("cp-2")];
+        facts.apiserver_port = 16443;
+        facts.calico_apiserver_namespace = Some("calico-system".into());
+        facts.typha_nodes = vec![node("w-1"), node("w-2")];
+        insta::assert_snapshot!(rendered(&facts, &StageOptions::with_defaults()));
+    }
+}

@@ -237,3 +237,14 @@ fn completion_scripts_are_generated_for_every_shell() {
         );
     }
 }
+
+/// What users read first: the top-level help and a usage error, snapshotted.
+#[test]
+fn help_and_usage_error_snapshots() {
+    let (_, help, _) = run(&["--help"]);
+    insta::assert_snapshot!("top_level_help", help);
+    let (_, _, error) = run(&["registry", "--ip", "10.0.0.5/24"]);
+    insta::assert_snapshot!("registry_host_bits_error", error);
+    let (_, enable_hep_help, _) = run(&["enable-hep", "--help"]);
+    insta::assert_snapshot!("enable_hep_help", enable_hep_help);
+}
