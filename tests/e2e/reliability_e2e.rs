@@ -24,6 +24,19 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// The plugin running in the background through a fault proxy, its stderr captured.
+fn spawn_through(proxy: &FaultProxy, args: &[&str]) -> std::process::Child {
+    plugin()
+        .arg("--kubeconfig")
+        .arg(proxy.kubeconfig())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn history(c: &ClusterGuard) -> Vec<Value> {
     let out = calico_harden(c, &["history", "-o", "json"]);
     serde_json::from_str::<Value>(&out.stdout)
@@ -77,15 +90,7 @@ fn ctrl_c_mid_write_finishes_the_write_marks_the_revision_and_exits_130() {
         "delay",
         "2s",
     );
-    let child = plugin()
-        .arg("--kubeconfig")
-        .arg(proxy.kubeconfig())
-        .args(["up", "--yes"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_through(&proxy, &["up", "--yes"]);
     wait_for("the held write", Duration::from_secs(20), || {
         proxy
             .log()
@@ -187,15 +192,7 @@ fn an_object_changed_between_the_diff_and_the_write_is_a_conflict_not_a_clobber(
         "delay",
         "2s",
     );
-    let child = plugin()
-        .arg("--kubeconfig")
-        .arg(proxy.kubeconfig())
-        .args(["localhost", "--yes"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_through(&proxy, &["localhost", "--yes"]);
     wait_for("the held update", Duration::from_secs(20), || {
         proxy.log().contains("PUT /apis/projectcalico.org")
     });
