@@ -183,6 +183,12 @@ pub struct Inventory {
     pub kube_controllers_configuration: Option<Value>,
     pub felix_configuration: Option<Value>,
     pub host_endpoints: Vec<Value>,
+    /// Kubernetes NetworkPolicies (networking.k8s.io/v1), all namespaces; Calico enforces them
+    /// in the default tier at order 1000.
+    pub k8s_network_policies: Vec<Value>,
+    /// True when the Kubernetes NetworkPolicies could not be listed (then the list is empty and
+    /// the flow check says so).
+    pub k8s_network_policies_unread: bool,
 }
 
 /// Pods whose labels the facts read; the LIST asks for exactly these.

@@ -136,6 +136,23 @@ async fn list_ip_pools(cluster: &Cluster) -> Result<Option<Vec<Value>>> {
         .flatten())
 }
 
+/// Kubernetes NetworkPolicies, all namespaces; Calico enforces them at order 1000. Without
+/// permission to read them the flow check assumes there are none and says so (None).
+async fn list_k8s_network_policies(cluster: &Cluster) -> Result<Option<Vec<Value>>> {
+    let target = core_target("networkpolicies.networking.k8s.io");
+    Ok(cluster
+        .api
+        .list("/apis/networking.k8s.io/v1/networkpolicies", None, &target)
+        .await
+        .inspect_err(|err| {
+            tracing::warn!(
+                "cannot list networkpolicies.networking.k8s.io ({err}); the flow check assumes there are no Kubernetes NetworkPolicies"
+            )
+        })
+        .map(Option::unwrap_or_default)
+        .ok())
+}
+
 /// Read the cluster. Fails with a clear message when projectcalico.org/v3 is not served.
 pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
     let (mode, nodes, slices, pods, namespaces) = tokio::try_join!(
@@ -154,13 +171,14 @@ pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
     if mode == CalicoApiMode::NotServed {
         return Err(not_served_error());
     }
-    let (kcc, felix, heps, gnps, nps, ip_pools) = tokio::try_join!(
+    let (kcc, felix, heps, gnps, nps, ip_pools, knps) = tokio::try_join!(
         get_calico(cluster, CalicoKind::KubeControllersConfiguration, "default"),
         get_calico(cluster, CalicoKind::FelixConfiguration, "default"),
         list_calico(cluster, CalicoKind::HostEndpoint),
         list_calico(cluster, CalicoKind::GlobalNetworkPolicy),
         list_calico(cluster, CalicoKind::NetworkPolicy),
         list_ip_pools(cluster),
+        list_k8s_network_policies(cluster),
     )?;
     Ok(LiveState {
         inventory: Inventory {
@@ -174,6 +192,8 @@ pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
             kube_controllers_configuration: kcc,
             felix_configuration: felix,
             host_endpoints: heps,
+            k8s_network_policies_unread: knps.is_none(),
+            k8s_network_policies: knps.unwrap_or_default(),
         },
         global_network_policies: gnps,
         network_policies: nps,

@@ -19,6 +19,7 @@ pub fn cluster_role() -> serde_json::Value {
         },
         "rules": [
             {"apiGroups": [""], "resources": ["nodes", "namespaces", "pods"], "verbs": ["list"]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
             {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["globalnetworkpolicies", "networkpolicies"], "verbs": ["list", "get", "create", "update", "delete"]},

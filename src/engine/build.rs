@@ -11,6 +11,7 @@ use crate::cluster::inventory::LiveState;
 use crate::facts::ClusterFacts;
 
 use super::eval::{Engine, Failsafe, Tunnels, VXLAN_PORT};
+use super::k8s_policy::compile_k8s_object;
 use super::model::{Endpoint, EndpointKind, Labels, Network, Node, Protocol, Side};
 use super::policy::{CompiledPolicy, PolicyKind, compile_object};
 
@@ -222,7 +223,8 @@ pub fn tunnels(ip_pools: Option<&[Value]>, notes: &mut Vec<String>) -> Tunnels {
     }
 }
 
-/// Every live GlobalNetworkPolicy and NetworkPolicy, compiled; ones we cannot read become notes.
+/// Every live GlobalNetworkPolicy, NetworkPolicy and Kubernetes NetworkPolicy, compiled; ones we
+/// cannot read become notes.
 pub fn policies(live: &LiveState, notes: &mut Vec<String>) -> Vec<CompiledPolicy> {
     let mut out = Vec::new();
     for (kind, list) in [
@@ -234,6 +236,17 @@ pub fn policies(live: &LiveState, notes: &mut Vec<String>) -> Vec<CompiledPolicy
                 Ok(p) => out.push(p),
                 Err(e) => notes.push(e),
             }
+        }
+    }
+    if live.inventory.k8s_network_policies_unread {
+        notes.push(
+            "Kubernetes NetworkPolicies (order 1000) could not be read (cannot list networkpolicies.networking.k8s.io): the model assumes there are none".into(),
+        );
+    }
+    for object in &live.inventory.k8s_network_policies {
+        match compile_k8s_object(object) {
+            Ok(p) => out.push(p),
+            Err(e) => notes.push(e),
         }
     }
     out

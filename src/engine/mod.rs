@@ -16,13 +16,16 @@
 //! (the kubelet, the API server, host-networked pods) are their node's host endpoint; traffic
 //! from a host to its own pods is not policed on the host side; failsafe ports are accepted
 //! before host endpoint policy; VXLAN/IPIP between Calico hosts is accepted by Felix before
-//! policy. Not modelled: preDNAT and doNotTrack policies, Kubernetes NetworkPolicies (not read),
-//! rule fields beyond protocol/ports/nets/selectors (http, icmp, serviceAccounts), and source
-//! ports (ephemeral for a NEW connection, so a rule that names them never matches).
+//! policy. Kubernetes NetworkPolicies are converted as Calico does ([`k8s_policy`]): namespaced
+//! policies `knp.default.<name>` in the default tier at order 1000. Not modelled: preDNAT and
+//! doNotTrack policies, rule fields beyond protocol/ports/nets/selectors (http, icmp,
+//! serviceAccounts), and source ports (ephemeral for a NEW connection, so a rule that names
+//! them never matches).
 
 pub mod build;
 pub mod eval;
 pub mod flows;
+pub mod k8s_policy;
 pub mod model;
 pub mod policy;
 pub mod report;

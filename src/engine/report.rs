@@ -161,10 +161,6 @@ pub fn compare(
                 .cloned(),
         );
     }
-    notes.push(
-        "Kubernetes NetworkPolicies (order 1000) are not read: the model assumes there are none"
-            .into(),
-    );
     FlowReport {
         after: after_stage,
         flows: outcomes,

@@ -788,3 +788,280 @@ fn the_tutorial_alone_loses_the_controllers_and_the_kubelet() {
         ]
     );
 }
+
+// --- Kubernetes NetworkPolicies (networking.k8s.io/v1), order 1000 in the default tier -------
+
+fn knp(ns: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"namespace": ns, "name": name}, "spec": spec})
+}
+
+fn with_knps(mut live: LiveState, knps: Vec<Value>) -> LiveState {
+    live.inventory.k8s_network_policies = knps;
+    live
+}
+
+#[test]
+fn k8s_default_deny_denies_pods_in_its_namespace_but_not_host_endpoints() {
+    let deny = knp(
+        "app",
+        "default-deny",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+    );
+    // Host endpoints allow everything through a GNP, so only the K8s policy could deny them.
+    let hosts = gnp(
+        "hosts-allow",
+        json!({"order": 2000, "selector": "has(kubernetes.io/hostname)", "types": ["Ingress", "Egress"],
+               "ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]}),
+    );
+    let e = engine(&with_knps(small(true, vec![hosts], vec![]), vec![deny]));
+    let v = tcp(&e, "other/client", "app/web", 80);
+    assert!(!v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "end of tier default: no ingress rule matched in NetworkPolicy app/knp.default.default-deny"
+    );
+    assert!(!tcp(&e, "app/db", "app/web", 80).allowed);
+    // Another namespace's pods: not selected, the profile allows.
+    assert!(tcp(&e, "app/web", "other/client", 80).allowed);
+    // Host endpoints are never selected by a Kubernetes NetworkPolicy.
+    let hep = e
+        .network
+        .side_endpoint(e.network.resolve("n2").unwrap())
+        .unwrap();
+    let applying: Vec<String> = e
+        .applicable_policies(hep, true, false)
+        .into_iter()
+        .map(|i| e.policies[i].display_name())
+        .collect();
+    assert_eq!(applying, vec!["GlobalNetworkPolicy/hosts-allow"]);
+    assert!(tcp(&e, "n1", "n2", 8080).allowed);
+    // Calico's name, tier and order.
+    let p = e
+        .policies
+        .iter()
+        .find(|p| p.name == "knp.default.default-deny")
+        .unwrap();
+    assert_eq!(
+        (p.kind, p.namespace.as_deref(), p.tier.as_str(), p.order),
+        (PolicyKind::Namespaced, Some("app"), "default", Some(1000.0))
+    );
+    assert!(p.ingress_type && !p.egress_type);
+}
+
+#[test]
+fn k8s_namespace_selector_allows_only_pods_of_matching_namespaces() {
+    let from_team_a = knp(
+        "app",
+        "from-team-a",
+        json!({"podSelector": {"matchLabels": {"app": "db"}},
+               "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}]}),
+    );
+    let e = engine(&with_knps(small(false, vec![], vec![]), vec![from_team_a]));
+    let v = tcp(&e, "app/web", "app/db", 5432);
+    assert!(v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "NetworkPolicy app/knp.default.from-team-a ingress rule 1 (Allow)"
+    );
+    assert!(!tcp(&e, "other/client", "app/db", 5432).allowed);
+    // A host process is no pod of any namespace.
+    assert!(!tcp(&e, "n1", "app/db", 5432).allowed);
+    // web is not selected (podSelector app=db).
+    assert!(tcp(&e, "other/client", "app/web", 80).allowed);
+
+    // An empty namespaceSelector with a podSelector: those pods in every namespace, still no hosts.
+    let any_ns_client = knp(
+        "app",
+        "clients",
+        json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]},
+               "ingress": [{"from": [{"namespaceSelector": {},
+                                      "podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}}]}]}),
+    );
+    let e = engine(&with_knps(
+        small(false, vec![], vec![]),
+        vec![any_ns_client],
+    ));
+    assert!(tcp(&e, "other/client", "app/db", 5432).allowed);
+    assert!(!tcp(&e, "app/web", "app/db", 5432).allowed);
+    assert!(!tcp(&e, "n1", "app/db", 5432).allowed);
+
+    // A podSelector alone: pods of the policy's own namespace only.
+    let same_ns = knp(
+        "app",
+        "same-ns",
+        json!({"podSelector": {"matchLabels": {"app": "db"}},
+               "ingress": [{"from": [{"podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}]}]}),
+    );
+    let e = engine(&with_knps(small(false, vec![], vec![]), vec![same_ns]));
+    assert!(tcp(&e, "app/web", "app/db", 5432).allowed);
+    assert!(!tcp(&e, "other/client", "app/db", 5432).allowed);
+}
+
+#[test]
+fn k8s_ip_block_with_except() {
+    let block = knp(
+        "app",
+        "block",
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+               "ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16", "except": ["10.1.0.3/32"]}}]}]}),
+    );
+    let e = engine(&with_knps(small(false, vec![], vec![]), vec![block]));
+    assert!(
+        tcp(&e, "app/web", "app/db", 80).allowed,
+        "10.1.0.1 is in the block"
+    );
+    assert!(
+        !tcp(&e, "other/client", "app/db", 80).allowed,
+        "10.1.0.3 is excepted"
+    );
+    assert!(!tcp(&e, "n1", "app/db", 80).allowed, "10.0.0.1 is outside");
+    assert!(!tcp(&e, "192.168.7.7", "app/db", 80).allowed);
+}
+
+#[test]
+fn k8s_named_ports_port_ranges_and_protocols() {
+    let ports = knp(
+        "app",
+        "ports",
+        json!({"podSelector": {"matchLabels": {"app": "db"}},
+               "ingress": [{"ports": [{"port": "http"}, {"protocol": "TCP", "port": 9000, "endPort": 9010},
+                                      {"protocol": "UDP", "port": 53}]}]}),
+    );
+    let e = engine(&with_knps(small(false, vec![], vec![]), vec![ports]));
+    // The pods' container port `http` is tcp/8080.
+    assert!(tcp(&e, "app/web", "app/db", 8080).allowed);
+    assert!(!tcp(&e, "app/web", "app/db", 80).allowed);
+    assert!(!check(&e, "app/web", "app/db", Protocol::UDP, 8080).allowed);
+    assert!(tcp(&e, "other/client", "app/db", 9005).allowed);
+    assert!(!tcp(&e, "other/client", "app/db", 9011).allowed);
+    assert!(check(&e, "app/web", "app/db", Protocol::UDP, 53).allowed);
+    assert!(!tcp(&e, "app/web", "app/db", 53).allowed);
+}
+
+#[test]
+fn k8s_egress_policy_allowing_dns() {
+    let mut live = small(false, vec![], vec![]);
+    live.inventory.pods.push(pod(
+        "kube-system",
+        "coredns",
+        "n2",
+        "10.1.0.9",
+        json!({"k8s-app": "kube-dns"}),
+    ));
+    live.inventory.namespaces.push(namespace(
+        "kube-system",
+        json!({"kubernetes.io/metadata.name": "kube-system"}),
+    ));
+    let dns_only = knp(
+        "app",
+        "dns-only",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                                   "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}),
+    );
+    let e = engine(&with_knps(live, vec![dns_only]));
+    assert!(check(&e, "app/web", "kube-system/coredns", Protocol::UDP, 53).allowed);
+    assert!(tcp(&e, "app/web", "kube-system/coredns", 53).allowed);
+    assert!(!tcp(&e, "app/web", "kube-system/coredns", 80).allowed);
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(!v.allowed);
+    assert_eq!(v.deciding_hop().unwrap().kind, HopKind::SourceEgress);
+    assert!(!tcp(&e, "app/web", "192.168.7.7", 443).allowed);
+    // Ingress is not part of the policy: other namespaces still reach app pods.
+    assert!(tcp(&e, "other/client", "app/web", 80).allowed);
+    // No policyTypes: the API server's default adds Egress because there are egress rules.
+    let defaulted = knp(
+        "app",
+        "defaulted",
+        json!({"podSelector": {}, "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}]}),
+    );
+    let e = engine(&with_knps(small(false, vec![], vec![]), vec![defaulted]));
+    let p = &e.policies[0];
+    assert!(p.ingress_type && p.egress_type);
+    assert!(
+        !tcp(&e, "other/client", "app/web", 80).allowed,
+        "ingress: no rules, deny"
+    );
+    assert!(!tcp(&e, "app/web", "other/client", 80).allowed);
+}
+
+#[test]
+fn k8s_policies_run_at_order_1000() {
+    let allow_db = knp(
+        "app",
+        "allow-db",
+        json!({"podSelector": {"matchLabels": {"app": "db"}},
+               "ingress": [{"ports": [{"port": 80}]}]}),
+    );
+    let deny_at = |order: u32| gnp(&format!("deny-{order}"), deny_all_tcp(order, "app == 'db'"));
+    let e = engine(&with_knps(
+        small(false, vec![deny_at(1001)], vec![]),
+        vec![allow_db.clone()],
+    ));
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "NetworkPolicy app/knp.default.allow-db ingress rule 1 (Allow)"
+    );
+    // Not matched by the K8s rule: the next policy in the tier decides.
+    assert_eq!(
+        decided(&e, &tcp(&e, "app/web", "app/db", 81)),
+        "GlobalNetworkPolicy/deny-1001 ingress rule 1 (Deny)"
+    );
+    let e = engine(&with_knps(
+        small(false, vec![deny_at(500)], vec![]),
+        vec![allow_db],
+    ));
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(!v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "GlobalNetworkPolicy/deny-500 ingress rule 1 (Deny)"
+    );
+}
+
+#[test]
+fn k8s_policies_are_explained_and_reported() {
+    let allow_db = knp(
+        "app",
+        "allow-db",
+        json!({"podSelector": {"matchLabels": {"app": "db"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+    );
+    let live = with_knps(small(false, vec![], vec![]), vec![allow_db]);
+    let e = engine(&live);
+    let v = e.explain(&flow(&e, "app/web", "app/db", Protocol::TCP, 80));
+    let ingress = v
+        .hops
+        .iter()
+        .find(|h| h.kind == HopKind::DestinationIngress)
+        .unwrap();
+    assert_eq!(ingress.trace.len(), 1);
+    assert_eq!(
+        ingress.trace[0].policy,
+        "NetworkPolicy app/knp.default.allow-db"
+    );
+    assert_eq!(ingress.trace[0].order, Some(1000.0));
+    assert!(ingress.trace[0].rules[0].matched);
+    let facts = ClusterFacts::tutorial_lab();
+    let notes = report::check(&live, &facts, &StageOptions::default(), None).notes;
+    assert!(
+        !notes
+            .iter()
+            .any(|n| n.contains("Kubernetes NetworkPolicies")),
+        "{notes:?}"
+    );
+    let mut unread = live.clone();
+    unread.inventory.k8s_network_policies = Vec::new();
+    unread.inventory.k8s_network_policies_unread = true;
+    let notes = report::check(&unread, &facts, &StageOptions::default(), None).notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("Kubernetes NetworkPolicies") && n.contains("could not be read")),
+        "{notes:?}"
+    );
+}
