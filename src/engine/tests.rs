@@ -1,5 +1,6 @@
-//! One scenario per documented rule of Calico's evaluation (see /work/shared/CALICO.md), plus the
-//! tutorial lab end to end through the stages' own rendered objects.
+//! One scenario per documented rule of Calico's evaluation (Calico's docs: hostendpoint,
+//! tiered-policy, host-endpoints/summary), plus the tutorial lab end to end through the stages'
+//! own rendered objects.
 
 use std::collections::HashMap;
 
