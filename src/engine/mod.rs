@@ -10,8 +10,9 @@
 //! - [`flows`]: the critical flows; [`report`]: now against after, for `check` and lockdown.
 //!
 //! Modelled as Felix does, as Calico's docs describe it (hostendpoint, tiered-policy,
-//! host-endpoints/summary): a flow passes egress at its source endpoint, the source node's host endpoint when a pod's traffic is forwarded off the node
-//! (applyOnForward policies only; none means allowed), the destination node's host endpoint when
+//! host-endpoints/summary): a flow passes egress at its source endpoint, the source node's host
+//! endpoint when a pod's traffic is forwarded off the node (applyOnForward policies only; none
+//! means allowed), the destination node's host endpoint when
 //! traffic is forwarded to a pod (same), and ingress at its destination endpoint. Host processes
 //! (the kubelet, the API server, host-networked pods) are their node's host endpoint; traffic
 //! from a host to its own pods is not policed on the host side; failsafe ports are accepted
