@@ -153,6 +153,15 @@ async fn list_k8s_network_policies(cluster: &Cluster) -> Result<Option<Vec<Value
         .ok())
 }
 
+/// Nodes and host endpoints only: what `enable-hep --wait` polls, two LISTs a round instead of
+/// the whole inventory.
+pub async fn nodes_and_host_endpoints(cluster: &Cluster) -> Result<(Vec<Value>, Vec<Value>)> {
+    tokio::try_join!(
+        list_core(cluster, "/api/v1/nodes", None, "nodes"),
+        list_calico(cluster, CalicoKind::HostEndpoint),
+    )
+}
+
 /// Read the cluster. Fails with a clear message when projectcalico.org/v3 is not served.
 pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
     let (mode, nodes, slices, pods, namespaces) = tokio::try_join!(

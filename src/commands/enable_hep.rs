@@ -189,18 +189,38 @@ async fn warn_if_not_taken_up(
 /// How long kube-controllers gets to report the new value before we call it overridden.
 const TAKE_UP_WAIT: Duration = Duration::from_secs(3);
 
-async fn host_endpoint_nodes(
-    cluster: &crate::cluster::Cluster,
-) -> Result<(Vec<String>, Vec<Value>)> {
-    let live = inventory::fetch(cluster).await?;
-    let facts = facts::detect(&live.inventory);
-    let missing = facts
-        .nodes
+/// Where host endpoints stand: nodes without one, and how many automatic ones exist.
+struct HostEndpointProgress {
+    nodes: usize,
+    missing: Vec<String>,
+    automatic: usize,
+}
+
+async fn host_endpoint_progress(cluster: &crate::cluster::Cluster) -> Result<HostEndpointProgress> {
+    let (nodes, heps) = inventory::nodes_and_host_endpoints(cluster).await?;
+    let covered: std::collections::BTreeSet<&str> = heps
         .iter()
-        .filter(|n| !facts.host_endpoints.nodes_with_hep.contains(n))
-        .cloned()
+        .filter_map(|h| h.pointer("/spec/node").and_then(Value::as_str))
         .collect();
-    Ok((missing, live.inventory.host_endpoints))
+    let missing = nodes
+        .iter()
+        .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str))
+        .filter(|name| !covered.contains(name))
+        .map(str::to_string)
+        .collect();
+    let automatic = heps
+        .iter()
+        .filter(|h| {
+            h.pointer("/metadata/labels/projectcalico.org~1created-by")
+                .and_then(Value::as_str)
+                == Some("calico-kube-controllers")
+        })
+        .count();
+    Ok(HostEndpointProgress {
+        nodes: nodes.len(),
+        missing,
+        automatic,
+    })
 }
 
 async fn wait_for_host_endpoints(
@@ -209,14 +229,11 @@ async fn wait_for_host_endpoints(
     timeout: Duration,
 ) -> Result<()> {
     let start = Instant::now();
-    let (missing, heps) = host_endpoint_nodes(cluster).await?;
-    let total =
-        (missing.len() + heps.iter().filter_map(|h| h.pointer("/spec/node")).count()) as u64;
-    let bar = progress_bar(ctx, total.max(missing.len() as u64));
-    let mut missing = missing;
+    let mut progress = host_endpoint_progress(cluster).await?;
+    let bar = progress_bar(progress.nodes as u64);
     loop {
-        bar.set_position(total.saturating_sub(missing.len() as u64));
-        if missing.is_empty() {
+        bar.set_position((progress.nodes - progress.missing.len()) as u64);
+        if progress.missing.is_empty() {
             bar.finish_and_clear();
             ctx.printer
                 .say_tone(Tone::Good, "every node has a host endpoint");
@@ -225,12 +242,12 @@ async fn wait_for_host_endpoints(
         if start.elapsed() >= timeout {
             bar.abandon();
             return Err(Error::refused(
-                format!("timed out after {}s waiting for host endpoints; still missing on: {}", timeout.as_secs(), missing.join(", ")),
+                format!("timed out after {}s waiting for host endpoints; still missing on: {}", timeout.as_secs(), progress.missing.join(", ")),
                 Some("check calico-kube-controllers' logs (kubectl logs -n calico-system deploy/calico-kube-controllers) and whether AUTO_HOST_ENDPOINTS overrides autoCreate".into()),
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        missing = host_endpoint_nodes(cluster).await?.0;
+        progress = host_endpoint_progress(cluster).await?;
     }
 }
 
@@ -241,22 +258,14 @@ async fn wait_for_no_auto_host_endpoints(
 ) -> Result<()> {
     let start = Instant::now();
     loop {
-        let (_, heps) = host_endpoint_nodes(cluster).await?;
-        let auto = heps
-            .iter()
-            .filter(|h| {
-                h.pointer("/metadata/labels/projectcalico.org~1created-by")
-                    .and_then(Value::as_str)
-                    == Some("calico-kube-controllers")
-            })
-            .count();
-        if auto == 0 {
+        let automatic = host_endpoint_progress(cluster).await?.automatic;
+        if automatic == 0 {
             ctx.printer.say("the automatic host endpoints are gone");
             return Ok(());
         }
         if start.elapsed() >= timeout {
             return Err(Error::refused(
-                format!("timed out: {auto} automatic host endpoint(s) remain"),
+                format!("timed out: {automatic} automatic host endpoint(s) remain"),
                 None,
             ));
         }
@@ -264,14 +273,12 @@ async fn wait_for_no_auto_host_endpoints(
     }
 }
 
-fn progress_bar(ctx: &Context, total: u64) -> indicatif::ProgressBar {
+/// On stderr; indicatif draws nothing when stderr is not a terminal.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(total),
         indicatif::ProgressDrawTarget::stderr(),
     );
-    if !ctx.printer.color {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} host endpoints {pos}/{len} nodes [{elapsed}]",

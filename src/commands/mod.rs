@@ -457,6 +457,39 @@ pub fn report_applied(ctx: &Context, changes: &[Change], applied: &Applied) {
 mod tests {
     use super::*;
 
+    fn context_answering(answers: &[bool]) -> Context {
+        let mut ctx = Context::from_args(&GlobalArgs {
+            request_timeout: "0".into(),
+            history_namespace: "kube-system".into(),
+            ..GlobalArgs::default()
+        })
+        .unwrap();
+        ctx.prompter = Box::new(prompt::Scripted::new(answers));
+        ctx
+    }
+
+    fn adoption() -> Change {
+        Change {
+            kind: ChangeKind::Adopt,
+            stage: StageId::Localhost,
+            object_kind: crate::calico::policy::CalicoKind::GlobalNetworkPolicy,
+            namespace: None,
+            name: "allow-containers-access-to-localhost".into(),
+            before: None,
+            body: None,
+            after: None,
+        }
+    }
+
+    #[test]
+    fn the_operators_answer_decides_and_running_out_of_answers_cancels() {
+        let ctx = context_answering(&[true, false]);
+        assert!(confirm_changes(&ctx, &[adoption()], "stage localhost").unwrap());
+        assert!(!confirm_changes(&ctx, &[adoption()], "stage localhost").unwrap());
+        let err = confirm_changes(&ctx, &[adoption()], "stage localhost").unwrap_err();
+        assert_eq!(err.exit_status(), ExitStatus::Cancelled);
+    }
+
     #[test]
     fn durations_follow_kubectl() {
         assert_eq!(parse_duration("0", "x").unwrap(), Duration::ZERO);

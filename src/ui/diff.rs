@@ -72,7 +72,6 @@ mod tests {
         let printer = Printer {
             color: false,
             output: None,
-            quiet_data: false,
         };
         let text = render_change(&printer, &change);
         assert!(text.contains("-   order: 5"), "{text}");

@@ -24,7 +24,6 @@ pub enum Tone {
 pub struct Printer {
     pub color: bool,
     pub output: Option<OutputFormat>,
-    pub quiet_data: bool,
 }
 
 impl Printer {
@@ -33,11 +32,7 @@ impl Printer {
         let color = !no_color
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             && std::io::stderr().is_terminal();
-        Self {
-            color,
-            output,
-            quiet_data: false,
-        }
+        Self { color, output }
     }
 
     pub fn paint(&self, tone: Tone, text: &str) -> String {
