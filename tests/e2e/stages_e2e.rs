@@ -820,3 +820,27 @@ fn enable_hep_refuses_when_kube_controllers_is_newer_than_calico_node() {
         "quay.io/calico/kube-controllers:v3.99.0"
     );
 }
+
+#[test]
+fn history_keeps_the_newest_history_max_revisions_and_as_impersonates() {
+    let c = harness::cluster(Seed::Lab);
+    for stage in ["safety-net", "localhost", "nodes-to-kapi"] {
+        calico_harden(&c, &[stage, "--yes", "--history-max", "2"]).ok();
+    }
+    let history: Value =
+        serde_json::from_str(&calico_harden(&c, &["history", "-o", "json"]).ok().stdout).unwrap();
+    let kept: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, vec![2, 3], "the oldest revision is pruned");
+
+    // --as: the admin's credentials acting as the user without permissions.
+    let mark = c.audit_mark();
+    let run = calico_harden(&c, &["kubelet", "--yes", "--as", "limited-user"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("forbidden"), "{}", run.stderr);
+    assert!(c.writes_since(&mark).is_empty());
+}
