@@ -128,10 +128,23 @@ async fn commit_confirmed(
                 Tone::Good,
                 &format!("{PROBE_ATTEMPTS} fresh connections to the API server succeeded"),
             );
-            let confirmed = ctx.prompter.confirm_within(
+            let answer = ctx.prompter.confirm_within(
                 &format!("Can you still reach what you need (kubectl from another terminal)? Confirm within {}s, or the safety net is restored", timeout.as_secs()),
                 timeout,
-            )?;
+            );
+            // Ctrl-C at the countdown is not a confirmation: undo, then report the cancellation.
+            let confirmed = match answer {
+                Err(Error::Cancelled(_)) => {
+                    ctx.printer.warn(
+                        "cancelled at the confirmation: restoring the safety net over the existing connection",
+                    );
+                    restore(ctx, cluster, revision, "cancelled at the confirmation").await?;
+                    return Err(Error::Cancelled(
+                        "lockdown cancelled: the safety net is back".into(),
+                    ));
+                }
+                other => other?,
+            };
             if confirmed {
                 ctx.printer
                     .say_tone(Tone::Good, "lockdown confirmed: default deny is in force");
