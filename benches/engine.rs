@@ -12,9 +12,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
-use kubectl_calico_harden::cluster::inventory::LiveState;
 use kubectl_calico_harden::engine::{self, build, critical_flows};
 use kubectl_calico_harden::facts::{self, CalicoApiMode, ClusterFacts};
+use kubectl_calico_harden::live::LiveState;
 use kubectl_calico_harden::stages::{self, StageId, StageOptions, StageRender};
 
 const NAMESPACES: usize = 100;
@@ -227,9 +227,12 @@ fn target(c: &mut Criterion) {
     group.finish();
 }
 
+/// A dimension to scale: its name, the size with that dimension set, and the values to try.
+type Dimension = (&'static str, fn(usize) -> Size, [usize; 2]);
+
 fn scaling(c: &mut Criterion) {
     let mut group = c.benchmark_group("scaling");
-    let dims: [(&str, fn(usize) -> Size, [usize; 2]); 3] = [
+    let dims: [Dimension; 3] = [
         ("nodes", |n| Size { nodes: n, ..TARGET }, [1_000, 4_000]),
         ("pods", |n| Size { pods: n, ..TARGET }, [10_000, 40_000]),
         (

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+// The write path owns what --dry-run means and the printer owns what -o means; the command line
+// only names them.
+pub use crate::cluster::write::DryRun;
 use crate::stages::StageId;
+pub use crate::ui::printer::OutputFormat;
 
 /// Harden a Calico cluster to default deny on every host and workload, one reversible step at a time.
 ///
@@ -110,20 +114,6 @@ pub struct GlobalArgs {
     /// How many revisions of history to keep.
     #[arg(long, global = true, value_name = "N", default_value_t = 20)]
     pub history_max: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum DryRun {
-    #[default]
-    None,
-    Client,
-    Server,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Yaml,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

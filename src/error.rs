@@ -1,7 +1,8 @@
 //! Errors at the boundaries. Each variant knows its exit status, and cluster errors carry the
 //! context of the call that failed plus a hint that says what to do next.
-
-use std::fmt;
+//!
+//! Plain data: turning an API server's answer into an [`Error::Cluster`] is the cluster layer's
+//! job (`cluster::errors`), so this module depends on nothing but the exit codes.
 
 use crate::exit::ExitStatus;
 
@@ -97,11 +98,6 @@ impl Error {
             Self::Usage(_) | Self::Cancelled(_) => None,
         }
     }
-}
-
-/// `what` failed on the API server: turn kube's error into one line with a hint for the fix.
-pub fn cluster_error(context: impl fmt::Display, err: kube::Error) -> Error {
-    crate::cluster::errors::describe(&context.to_string(), err)
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

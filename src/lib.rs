@@ -14,6 +14,7 @@ pub mod exit;
 pub mod facts;
 pub mod interrupt;
 pub mod journal;
+pub mod live;
 pub mod logging;
 pub mod plan;
 pub mod stages;

@@ -8,14 +8,8 @@ use super::errors::Target;
 use crate::calico::policy::CalicoKind;
 use crate::error::{Error, Result};
 use crate::facts::{CalicoApiMode, Inventory, is_system_pod};
-
-/// The inventory plus the live Calico policies, as the server returned them.
-#[derive(Debug, Clone, Default)]
-pub struct LiveState {
-    pub inventory: Inventory,
-    pub global_network_policies: Vec<Value>,
-    pub network_policies: Vec<Value>,
-}
+// The snapshot type lives in a pure module; re-exported so callers read it where it is made.
+pub use crate::live::LiveState;
 
 fn core_target(resource: &str) -> Target {
     Target {
@@ -207,34 +201,4 @@ pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
         global_network_policies: gnps,
         network_policies: nps,
     })
-}
-
-impl LiveState {
-    /// The live object with this identity, if any.
-    pub fn find(&self, kind: CalicoKind, namespace: Option<&str>, name: &str) -> Option<&Value> {
-        let pool = match kind {
-            CalicoKind::GlobalNetworkPolicy => &self.global_network_policies,
-            CalicoKind::NetworkPolicy => &self.network_policies,
-            CalicoKind::HostEndpoint => &self.inventory.host_endpoints,
-            CalicoKind::KubeControllersConfiguration => {
-                return self
-                    .inventory
-                    .kube_controllers_configuration
-                    .as_ref()
-                    .filter(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
-            }
-            CalicoKind::FelixConfiguration => {
-                return self
-                    .inventory
-                    .felix_configuration
-                    .as_ref()
-                    .filter(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
-            }
-        };
-        pool.iter().find(|o| {
-            o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
-                && (!kind.namespaced()
-                    || o.pointer("/metadata/namespace").and_then(Value::as_str) == namespace)
-        })
-    }
 }

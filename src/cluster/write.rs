@@ -5,9 +5,18 @@ use serde_json::Value;
 
 use super::Cluster;
 use super::api::{calico_path, calico_target};
-use crate::cli::DryRun;
 use crate::error::Result;
 use crate::plan::{Change, ChangeKind};
+
+/// `--dry-run`: `client` sends nothing, `server` asks the API server to validate without
+/// persisting, `none` writes. Derives clap's `ValueEnum` so the command line takes these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DryRun {
+    #[default]
+    None,
+    Client,
+    Server,
+}
 
 pub struct Writer<'a> {
     cluster: &'a Cluster,

@@ -7,18 +7,16 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use crate::cluster::inventory::LiveState;
 use crate::facts::ClusterFacts;
+use crate::live::LiveState;
 
 use super::eval::{Engine, Failsafe, Tunnels, VXLAN_PORT};
 use super::k8s_policy::compile_k8s_object;
-use super::model::{Endpoint, EndpointKind, Labels, Network, Node, Protocol, Side};
+use super::model::{
+    Endpoint, EndpointKind, Labels, NAMESPACE_NAME_LABEL, Network, Node, POD_NAMESPACE_LABEL,
+    POD_ORCHESTRATOR_LABEL, POD_SERVICE_ACCOUNT_LABEL, Protocol, Side,
+};
 use super::policy::{CompiledPolicy, PolicyKind, compile_object};
-
-pub const NAMESPACE_NAME_LABEL: &str = "projectcalico.org/name";
-pub const POD_NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
-pub const POD_ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
-pub const POD_SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)

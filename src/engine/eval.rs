@@ -803,13 +803,13 @@ impl Engine {
         let endpoint = net.side_endpoint(side).map(|i| &net.endpoints[i]);
         if end == End::Destination {
             let named: &[(String, Protocol, u16)] = endpoint.map_or(&[], |e| &e.named_ports);
-            if !entity.ports.is_empty()
-                && !(flow.protocol.has_ports()
+            let port_allowed = entity.ports.is_empty()
+                || (flow.protocol.has_ports()
                     && entity
                         .ports
                         .iter()
-                        .any(|m| m.matches(flow.port, flow.protocol, named)))
-            {
+                        .any(|m| m.matches(flow.port, flow.protocol, named)));
+            if !port_allowed {
                 return Err(Miss::Ports(end));
             }
             if entity

@@ -18,7 +18,7 @@ use serde_json::{Number, Value};
 
 use crate::calico::policy::{Action, EntityRule, PolicySpec, PolicyType, Port, Protocol, Rule};
 
-use super::build::POD_ORCHESTRATOR_LABEL;
+use super::model::POD_ORCHESTRATOR_LABEL;
 use super::policy::{CompiledPolicy, PolicyKind, compile};
 
 /// The order Calico gives every Kubernetes NetworkPolicy.

@@ -12,6 +12,13 @@ use crate::calico::selector::LabelSource;
 
 pub type Labels = BTreeMap<String, String>;
 
+/// Labels Calico adds to what selectors see: a namespace's name, and a pod's namespace,
+/// orchestrator and service account.
+pub const NAMESPACE_NAME_LABEL: &str = "projectcalico.org/name";
+pub const POD_NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
+pub const POD_ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
+pub const POD_SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
+
 /// An IP protocol by number, named the way Calico names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Protocol(pub u8);

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::cluster::inventory::LiveState;
 use crate::facts::ClusterFacts;
+use crate::live::LiveState;
 use crate::stages::{StageId, StageOptions};
 
 use super::build;

@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use crate::calico::policy::CalicoKind;
-use crate::cluster::inventory::LiveState;
 use crate::facts::ClusterFacts;
+use crate::live::LiveState;
 use crate::stages::{self, StageId, StageOptions, StageRender};
 
 pub const AUTO_HEP_SUFFIX: &str = "-auto-hep";

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::calico::policy::Action;
-use crate::cluster::inventory::LiveState;
 use crate::facts::{ClusterFacts, FailsafeFacts};
+use crate::live::LiveState;
 use crate::stages::{self, StageId, StageOptions, StageRender};
 
 use super::build;

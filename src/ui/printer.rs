@@ -5,7 +5,13 @@
 
 use std::io::{IsTerminal, Write};
 
-use crate::cli::OutputFormat;
+/// `-o`: structured data on stdout instead of the human table or diff. Derives clap's
+/// `ValueEnum` so the command line takes these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tone {

@@ -4,8 +4,8 @@
 //! The template is the one krew-release-bot fills in on a release (`{{ .TagName }}` and
 //! `{{ addURIAndSha "URL" .TagName }}`), so the manifest tested here is the manifest published
 //! there, except that platforms without an archive in the output directory are left out.
-//! Archives hold the binary and LICENSE at their root: tar.gz, or zip for Windows, written here
-//! (flate2 for deflate) so that every platform packs the same way.
+//! Archives hold the binary and LICENSE at their root: tar.gz (`tar` + `flate2`), or zip for
+//! Windows (`zip`), packed here so that every platform packs the same way; checksums are `sha2`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flate2::Compression;
-use flate2::write::{DeflateEncoder, GzEncoder};
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
 
 pub const USAGE: &str = "\
 usage:
@@ -117,9 +118,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             },
         ];
         let bytes = if platform.os == "windows" {
-            zip(&entries)
+            zip(&entries, mtime())
         } else {
-            tar_gz(&entries)
+            tar_gz(&entries, mtime())
         }?;
         std::fs::write(&archive, &bytes)
             .map_err(|e| format!("writing {}: {e}", archive.display()))?;
@@ -332,6 +333,7 @@ struct Entry {
     data: Vec<u8>,
 }
 
+/// The archive entries' modification time: SOURCE_DATE_EPOCH for a reproducible build, else now.
 fn mtime() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -343,198 +345,61 @@ fn mtime() -> u64 {
         })
 }
 
-/// A ustar archive, gzipped.
-fn tar_gz(entries: &[Entry]) -> Result<Vec<u8>, String> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    let io = |e: std::io::Error| format!("compressing: {e}");
-    let time = mtime();
+/// A ustar archive owned by root, gzipped; every entry modified at `time` (Unix seconds).
+fn tar_gz(entries: &[Entry], time: u64) -> Result<Vec<u8>, String> {
+    let io = |e: std::io::Error| format!("packing the tar.gz archive: {e}");
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     for entry in entries {
-        let mut header = [0u8; 512];
-        let field = |header: &mut [u8; 512], at: usize, len: usize, value: &[u8]| {
-            header[at..at + value.len().min(len)].copy_from_slice(&value[..value.len().min(len)]);
-        };
-        if entry.name.len() > 100 {
-            return Err(format!("{} is too long for a tar header", entry.name));
-        }
-        field(&mut header, 0, 100, entry.name.as_bytes());
-        field(
-            &mut header,
-            100,
-            8,
-            format!("{:07o}\0", entry.mode).as_bytes(),
-        );
-        field(&mut header, 108, 8, b"0000000\0");
-        field(&mut header, 116, 8, b"0000000\0");
-        field(
-            &mut header,
-            124,
-            12,
-            format!("{:011o}\0", entry.data.len()).as_bytes(),
-        );
-        field(&mut header, 136, 12, format!("{time:011o}\0").as_bytes());
-        field(&mut header, 148, 8, b"        ");
-        header[156] = b'0';
-        field(&mut header, 257, 8, b"ustar\x0000");
-        field(&mut header, 265, 32, b"root");
-        field(&mut header, 297, 32, b"root");
-        let checksum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-        field(&mut header, 148, 8, format!("{checksum:06o}\0 ").as_bytes());
-        gz.write_all(&header).map_err(io)?;
-        gz.write_all(&entry.data).map_err(io)?;
-        let padding = (512 - entry.data.len() % 512) % 512;
-        gz.write_all(&vec![0; padding]).map_err(io)?;
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(entry.mode);
+        header.set_size(entry.data.len() as u64);
+        header.set_mtime(time);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_username("root").map_err(io)?;
+        header.set_groupname("root").map_err(io)?;
+        tar.append_data(&mut header, &entry.name, entry.data.as_slice())
+            .map_err(io)?;
     }
-    gz.write_all(&[0; 1024]).map_err(io)?;
-    gz.finish().map_err(io)
+    tar.into_inner().map_err(io)?.finish().map_err(io)
 }
 
-/// A zip archive with deflated entries.
-fn zip(entries: &[Entry]) -> Result<Vec<u8>, String> {
-    let io = |e: std::io::Error| format!("compressing: {e}");
-    let (dos_time, dos_date) = dos_datetime(mtime());
-    let mut out = Vec::new();
-    let mut central = Vec::new();
+/// A zip archive with deflated entries, made on Unix so that the modes survive; every entry
+/// modified at `time` (Unix seconds, stored as zip does: UTC, in steps of two seconds).
+fn zip(entries: &[Entry], time: u64) -> Result<Vec<u8>, String> {
+    let err = |e: zip::result::ZipError| format!("packing the zip archive: {e}");
+    let time = i64::try_from(time)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .ok_or_else(|| format!("the time {time} is out of range"))?;
+    let modified = zip::DateTime::try_from(time.naive_utc())
+        .map_err(|e| format!("zip cannot store the time {time}: {e}"))?;
+    let mut archive = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for entry in entries {
-        let mut crc = flate2::Crc::new();
-        crc.update(&entry.data);
-        let mut deflater = DeflateEncoder::new(Vec::new(), Compression::default());
-        deflater.write_all(&entry.data).map_err(io)?;
-        let compressed = deflater.finish().map_err(io)?;
-        let too_big =
-            |n: usize| u32::try_from(n).map_err(|_| format!("{} is too big for zip", entry.name));
-        let (size, packed, offset) = (
-            too_big(entry.data.len())?,
-            too_big(compressed.len())?,
-            too_big(out.len())?,
-        );
-        let name = entry.name.as_bytes();
-        let common = |buf: &mut Vec<u8>| {
-            buf.extend(20u16.to_le_bytes()); // version needed: 2.0
-            buf.extend(0u16.to_le_bytes()); // flags
-            buf.extend(8u16.to_le_bytes()); // deflate
-            buf.extend(dos_time.to_le_bytes());
-            buf.extend(dos_date.to_le_bytes());
-            buf.extend(crc.sum().to_le_bytes());
-            buf.extend(packed.to_le_bytes());
-            buf.extend(size.to_le_bytes());
-            buf.extend((name.len() as u16).to_le_bytes());
-            buf.extend(0u16.to_le_bytes()); // extra field length
-        };
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        common(&mut out);
-        out.extend(name);
-        out.extend(&compressed);
-
-        central.extend(0x0201_4b50u32.to_le_bytes());
-        central.extend(((3u16 << 8) | 20).to_le_bytes()); // made by: Unix, 2.0 (keeps the mode)
-        common(&mut central);
-        central.extend(0u16.to_le_bytes()); // comment length
-        central.extend(0u16.to_le_bytes()); // disk
-        central.extend(0u16.to_le_bytes()); // internal attributes
-        central.extend(((0o100000 | entry.mode) << 16).to_le_bytes());
-        central.extend(offset.to_le_bytes());
-        central.extend(name);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .system(zip::System::Unix)
+            .unix_permissions(entry.mode)
+            .last_modified_time(modified);
+        archive
+            .start_file(entry.name.as_str(), options)
+            .map_err(err)?;
+        archive
+            .write_all(&entry.data)
+            .map_err(|e| format!("packing the zip archive: {e}"))?;
     }
-    let central_offset = out.len() as u32;
-    let central_size = central.len() as u32;
-    out.extend(central);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    out.extend(0u16.to_le_bytes());
-    out.extend(0u16.to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend(central_size.to_le_bytes());
-    out.extend(central_offset.to_le_bytes());
-    out.extend(0u16.to_le_bytes());
-    Ok(out)
+    Ok(archive.finish().map_err(err)?.into_inner())
 }
 
-/// MS-DOS time and date fields (UTC) for a Unix time.
-fn dos_datetime(unix: u64) -> (u16, u16) {
-    let days = (unix / 86_400) as i64;
-    let seconds = unix % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let year = year.clamp(1980, 2107);
-    let time = ((seconds / 3600) << 11) | ((seconds % 3600 / 60) << 5) | ((seconds % 60) / 2);
-    let date = (((year - 1980) << 9) | (month << 5) | day) as u16;
-    (time as u16, date)
-}
-
-/// SHA-256 (FIPS 180-4) as lowercase hex.
+/// SHA-256 as lowercase hex, as `sha256sum` prints it and krew checks it.
 pub fn sha256_hex(data: &[u8]) -> String {
-    const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2,
-    ];
-    let mut h: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-        0x5be0cd19,
-    ];
-    let mut message = data.to_vec();
-    message.push(0x80);
-    while message.len() % 64 != 56 {
-        message.push(0);
-    }
-    message.extend(((data.len() as u64) * 8).to_be_bytes());
-    for block in message.chunks_exact(64) {
-        let mut w = [0u32; 64];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..64 {
-            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
-        for i in 0..64 {
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let ch = (e & f) ^ (!e & g);
-            let t1 = hh
-                .wrapping_add(s1)
-                .wrapping_add(ch)
-                .wrapping_add(K[i])
-                .wrapping_add(w[i]);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let maj = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(maj);
-            hh = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (state, value) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
-            *state = state.wrapping_add(value);
-        }
-    }
-    h.iter().fold(String::new(), |mut hex, word| {
-        let _ = write!(hex, "{word:08x}");
-        hex
-    })
+    Sha256::digest(data)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 #[cfg(test)]
@@ -607,11 +472,72 @@ mod tests {
         assert!(err.contains("cargo xtask dist"), "{err}");
     }
 
+    /// 2024-02-29 13:45:30 UTC.
+    const LEAP_DAY: u64 = 1_709_214_330;
+
+    fn entries() -> Vec<Entry> {
+        vec![
+            Entry {
+                name: "kubectl-calico_harden".into(),
+                mode: 0o755,
+                data: b"#!/bin/sh\necho plugin\n".repeat(100),
+            },
+            Entry {
+                name: "LICENSE".into(),
+                mode: 0o644,
+                data: b"Apache License".to_vec(),
+            },
+        ]
+    }
+
     #[test]
-    fn dos_dates_are_civil_dates() {
-        // 2024-02-29 13:45:30 UTC
-        let (time, date) = dos_datetime(1_709_214_330);
-        assert_eq!(date, (44 << 9) | (2 << 5) | 29);
-        assert_eq!(time, (13 << 11) | (45 << 5) | 15);
+    fn tar_gz_holds_the_files_at_the_root_with_their_modes() {
+        let bytes = tar_gz(&entries(), LEAP_DAY).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let mut found = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            assert_eq!(header.username().unwrap(), Some("root"));
+            assert_eq!(header.uid().unwrap(), 0);
+            assert!(header.as_ustar().is_some(), "ustar header");
+            assert_eq!(header.mtime().unwrap(), LEAP_DAY);
+            found.push((
+                entry.path().unwrap().display().to_string(),
+                header.mode().unwrap(),
+                data,
+            ));
+        }
+        let expected: Vec<_> = entries()
+            .into_iter()
+            .map(|e| (e.name, e.mode, e.data))
+            .collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn zip_holds_the_files_deflated_with_unix_modes_and_the_given_time() {
+        let bytes = zip(&entries(), LEAP_DAY).unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(archive.len(), 2);
+        for expected in entries() {
+            let mut file = archive.by_name(&expected.name).unwrap();
+            assert_eq!(file.compression(), zip::CompressionMethod::Deflated);
+            assert_eq!(file.unix_mode().map(|m| m & 0o777), Some(expected.mode));
+            let modified = file.last_modified().unwrap();
+            assert_eq!(
+                (modified.year(), modified.month(), modified.day()),
+                (2024, 2, 29)
+            );
+            assert_eq!(
+                (modified.hour(), modified.minute(), modified.second()),
+                (13, 45, 30)
+            );
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut data).unwrap();
+            assert_eq!(data, expected.data);
+        }
     }
 }
