@@ -411,8 +411,12 @@ pub struct ExplainArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RollbackArgs {
     /// Return to the state right after this revision (default: undo the newest revision).
-    #[arg(value_name = "REVISION", conflicts_with = "all")]
+    #[arg(value_name = "REVISION", conflicts_with_all = ["all", "to"])]
     pub revision: Option<u64>,
+
+    /// The same as REVISION: return to the state right after this revision.
+    #[arg(long, value_name = "REVISION", conflicts_with = "all")]
+    pub to: Option<u64>,
 
     /// Undo every revision: back to the state before this tool's first change.
     #[arg(long)]
@@ -421,6 +425,13 @@ pub struct RollbackArgs {
     /// Undo objects that someone changed after the tool wrote them.
     #[arg(long)]
     pub force: bool,
+}
+
+impl RollbackArgs {
+    /// The revision to return to, given as REVISION or as --to.
+    pub fn target_revision(&self) -> Option<u64> {
+        self.revision.or(self.to)
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -16,7 +16,7 @@ use crate::ui::printer::Tone;
 use super::{Context, apply_changes, report_applied, show_changes};
 
 pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
-    let target = match (args.revision, args.all) {
+    let target = match (args.target_revision(), args.all) {
         (_, true) => RollbackTarget::All,
         (Some(n), false) => RollbackTarget::After(n),
         (None, false) => RollbackTarget::Newest,

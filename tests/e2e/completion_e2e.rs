@@ -1,10 +1,16 @@
-//! Completion in real shells: kubectl's own bash completion calling the
-//! `kubectl_complete-calico_harden` hook, and the committed bash, zsh and fish scripts of the
-//! binary, each completing a subcommand, a flag, a stage and a revision read from the cluster.
-//! Plus: the committed scripts are what the CLI prints, and `completion kubectl --install`.
+//! Completion in real shells, each completing subcommands, flags, stages, and the revisions and
+//! contexts that only the lab cluster and its kubeconfig know:
+//! - kubectl's own completion in bash, zsh and fish, which asks the
+//!   `kubectl_complete-calico_harden` hook;
+//! - the binary's committed scripts in bash, zsh, fish and elvish. PowerShell cannot be installed
+//!   here, so its script is checked statically against the CLI.
 //!
-//! The shells come from Debian's packages (bash-completion, zsh, fish); a missing one fails the
-//! test with the package to install, never skips it.
+//! Plus: the committed scripts are what the CLI prints, `completion kubectl --install`, and
+//! `rollback --to N` (the flag the completions offer revisions for) is `rollback N`.
+//!
+//! The shells come from Debian's packages (bash-completion, zsh, fish, elvish); a missing one
+//! fails the test with the package to install, never skips it. Interactive zsh and elvish run on
+//! a pseudo-terminal through zsh's zpty module.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -125,6 +131,74 @@ fn cluster_with_a_revision() -> (ClusterGuard, String) {
     (cluster, revision)
 }
 
+/// A lab cluster with two revisions, `up --through localhost` and `isolate-apps`; returns their
+/// numbers, newest first.
+fn cluster_with_revisions() -> (ClusterGuard, Vec<String>) {
+    let cluster = harness::cluster(Seed::Lab);
+    for args in [
+        &["up", "--through", "localhost", "--yes"][..],
+        &["isolate-apps", "--yes"],
+    ] {
+        let applied = cluster
+            .command(plugin())
+            .args(args)
+            .output()
+            .expect("running the plugin");
+        assert!(applied.status.success(), "{args:?}:\n{}", text(&applied));
+    }
+    let history = cluster
+        .command(plugin())
+        .args(["history", "-o", "json"])
+        .output()
+        .expect("running history");
+    assert!(history.status.success(), "history:\n{}", text(&history));
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("history JSON");
+    let mut revisions: Vec<u64> = history
+        .as_array()
+        .expect("a list of revisions")
+        .iter()
+        .map(|r| r["revision"].as_u64().expect("revision number"))
+        .collect();
+    assert_eq!(revisions.len(), 2, "{history}");
+    revisions.sort_unstable_by(|a, b| b.cmp(a));
+    (cluster, revisions.iter().map(u64::to_string).collect())
+}
+
+/// The subcommands kubectl's completion hook offers after `kubectl calico-harden`, sorted.
+fn plugin_subcommands() -> Vec<String> {
+    let out = Command::new(plugin())
+        .args(["__complete", ""])
+        .output()
+        .expect("running __complete");
+    assert!(out.status.success(), "__complete:\n{}", text(&out));
+    let names = sorted(
+        &lines(&out)
+            .into_iter()
+            .filter(|l| !l.starts_with(':'))
+            .collect::<Vec<_>>(),
+    );
+    for expected in [
+        "plan",
+        "up",
+        "rollback",
+        "history",
+        "completion",
+        "enable-hep",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+    names
+}
+
+fn sorted(list: &[String]) -> Vec<String> {
+    let mut list = list.to_vec();
+    list.sort();
+    list
+}
+
 #[test]
 fn committed_scripts_match_the_cli() {
     for (shell, file) in SCRIPTS {
@@ -190,6 +264,10 @@ fn bash_through_kubectl_completes_the_plugin() {
     );
     assert_eq!(
         complete("kubectl calico-harden rollback "),
+        [revision.as_str()]
+    );
+    assert_eq!(
+        complete("kubectl calico-harden rollback --to "),
         [revision.as_str()]
     );
     assert_eq!(
@@ -262,49 +340,132 @@ fn bash_script_completes_the_binary() {
     );
 }
 
-/// Types LINE and a TAB into an interactive zsh (zpty) that loaded the committed script through
-/// compinit, then prints the edited line ($BUFFER).
-const ZSH_DRIVER: &str = r#"
+/// Runs $INTERACTIVE (an interactive shell) on a pseudo-terminal (zsh's zpty), types $SETUP and
+/// waits until it created $READY, then types LINE, a TAB and Ctrl-X. The setup binds Ctrl-X to
+/// write the edited line to $LINE_OUT, and may record the offered candidates in $CANDIDATES_OUT.
+/// Prints those candidates, then `=== ` and the edited line.
+const PTY_DRIVER: &str = r#"
 zmodload zsh/zpty || exit 3
-zpty -b z 'zsh -f -i'
-zpty -w z "PS1='> '; fpath=(${(q)COMPLETIONS} \$fpath); autoload -U compinit; compinit -u -D"
-zpty -w z "dump() { print -r -- \"\$BUFFER\" > ${(q)OUT}; }; zle -N dump; bindkey '^X' dump; bindkey '^I' complete-word"
-zpty -w -n z "$1"$'\t'
-zpty -w -n z $'\C-x'
-for i in {1..100}; do
-    zpty -r -t z junk
-    [[ -s $OUT ]] && break
-    sleep 0.1
-done
-zpty -d z
-cat $OUT
+# Reads the screen until $1 exists; fails after 10 s.
+wait_for() {
+    local i chunk
+    for i in {1..100}; do
+        # Drain the screen: a shell blocked on a full terminal stops reading keys.
+        while zpty -r -t shell chunk; do
+            screen+=$chunk
+        done
+        [[ -e $1 ]] && return 0
+        sleep 0.1
+    done
+    zpty -d shell
+    print -u2 "$INTERACTIVE did not write $1 within 10 s; the screen ended with:"
+    print -u2 -r -- "${screen[-2000,-1]}"
+    exit 4
+}
+zpty -b shell "$INTERACTIVE"
+# Keys typed before the line editor starts may be discarded: wait for its first output.
+zpty -r shell screen
+zpty -w -n shell "$SETUP"$'\r'
+wait_for $READY
+zpty -w -n shell "$1"$'\t'
+zpty -w -n shell $'\C-x'
+wait_for $LINE_OUT
+zpty -d shell
+[[ -f $CANDIDATES_OUT ]] && cat $CANDIDATES_OUT
+print -r -- "=== $(<$LINE_OUT)"
 "#;
+
+/// What an interactive shell did with one TAB.
+struct Tabbed {
+    /// The candidates the completion offered, sorted (the shells order them their own way).
+    candidates: Vec<String>,
+    /// The command line after the TAB.
+    line: String,
+}
+
+/// Types LINE and a TAB into `interactive` (a command line run on a pseudo-terminal by `driver`,
+/// a zsh command) after typing `setup`; see [`PTY_DRIVER`].
+fn press_tab(mut driver: Command, interactive: &str, setup: &str, line: &str) -> Tabbed {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let out = driver
+        .env("INTERACTIVE", interactive)
+        .env("SETUP", setup)
+        .env("READY", scratch.path().join("ready"))
+        .env("LINE_OUT", scratch.path().join("line"))
+        .env("CANDIDATES_OUT", scratch.path().join("candidates"))
+        .args(["-f", "-c", PTY_DRIVER, "pty-driver"])
+        .arg(line)
+        .output()
+        .expect("running zsh's zpty");
+    assert!(
+        out.status.success(),
+        "{interactive} completing {line:?}:\n{}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (candidates, edited) = stdout
+        .rsplit_once("=== ")
+        .unwrap_or_else(|| panic!("no edited line in:\n{}", text(&out)));
+    let mut candidates: Vec<String> = candidates
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    Tabbed {
+        candidates,
+        line: edited.trim_end_matches('\n').to_string(),
+    }
+}
+
+/// Typed into `zsh -f -i` after the code that loads a completion: TAB completes a word, Ctrl-X
+/// writes the line, and every candidate handed to compadd is recorded (the list zsh would show).
+const ZSH_SETUP: &str = r#"
+PS1='> '
+unsetopt auto_list list_ambiguous
+setopt no_beep
+compadd() {
+    # Calls that only compute or filter matches (-O, -A, -D) are the completion system's own.
+    if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then
+        builtin compadd "$@"
+        return
+    fi
+    local -a matches
+    builtin compadd -O matches "$@"
+    (( ${#matches} )) && print -rl -- $matches >> $CANDIDATES_OUT
+    builtin compadd "$@"
+}
+dump() { print -r -- "$BUFFER" > $LINE_OUT }
+zle -N dump
+bindkey '^X' dump
+bindkey '^I' complete-word
+: > $READY
+"#;
+
+/// TAB in an interactive zsh that ran `load` and then [`ZSH_SETUP`].
+fn zsh_tab(links: &Links, cluster: &ClusterGuard, load: &str, line: &str) -> Tabbed {
+    let zsh = require("zsh", "zsh");
+    let mut driver = links.command(cluster, &zsh);
+    driver
+        .env("ZSH_SETUP", format!("{load}\n{ZSH_SETUP}"))
+        .env("COMPLETIONS", completions_dir());
+    press_tab(driver, "zsh -f -i", r#"eval "$ZSH_SETUP""#, line)
+}
+
+/// Loads the committed script the way users install it: from $fpath through compinit.
+const ZSH_LOAD_OWN_SCRIPT: &str =
+    "fpath=($COMPLETIONS $fpath); autoload -U compinit && compinit -u -D";
+
+/// Loads kubectl's own zsh completion, as its documentation says.
+const ZSH_LOAD_KUBECTL: &str =
+    "autoload -U compinit && compinit -u -D; source <(kubectl completion zsh)";
 
 #[test]
 fn zsh_script_completes_the_binary() {
-    let zsh = require("zsh", "zsh");
     let (cluster, revision) = cluster_with_a_revision();
     let links = Links::new();
-    let complete = |line: &str| {
-        let out_file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(out_file.path(), "").expect("truncate");
-        let out = links
-            .command(&cluster, &zsh)
-            .env("COMPLETIONS", completions_dir())
-            .env("OUT", out_file.path())
-            .args(["-f", "-c", ZSH_DRIVER, "zsh"])
-            .arg(line)
-            .output()
-            .expect("running zsh");
-        assert!(
-            out.status.success(),
-            "zsh completing {line:?}:\n{}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches('\n')
-            .to_string()
-    };
+    let complete = |line: &str| zsh_tab(&links, &cluster, ZSH_LOAD_OWN_SCRIPT, line).line;
     assert_eq!(
         complete("kubectl-calico_harden en"),
         "kubectl-calico_harden enable-hep "
@@ -324,6 +485,36 @@ fn zsh_script_completes_the_binary() {
     assert_eq!(
         complete("kubectl-calico_harden rollback "),
         format!("kubectl-calico_harden rollback {revision} ")
+    );
+}
+
+#[test]
+fn zsh_through_kubectl_completes_the_plugin() {
+    let (cluster, revisions) = cluster_with_revisions();
+    let links = Links::new();
+    let complete = |line: &str| zsh_tab(&links, &cluster, ZSH_LOAD_KUBECTL, line);
+
+    let subcommands = complete("kubectl calico-harden ");
+    assert_eq!(subcommands.candidates, plugin_subcommands());
+    assert_eq!(
+        subcommands.line, "kubectl calico-harden ",
+        "ambiguous: nothing inserted"
+    );
+    assert_eq!(
+        complete("kubectl calico-harden roll").line,
+        "kubectl calico-harden rollback "
+    );
+    assert_eq!(
+        complete("kubectl calico-harden rollback --to ").candidates,
+        sorted(&revisions)
+    );
+    assert_eq!(
+        complete("kubectl calico-harden --context ").candidates,
+        ["admin", "limited"]
+    );
+    assert_eq!(
+        complete("kubectl calico-harden --context lim").line,
+        "kubectl calico-harden --context limited "
     );
 }
 
@@ -364,6 +555,238 @@ fn fish_script_completes_the_binary() {
     assert_eq!(
         complete("kubectl-calico_harden rollback "),
         [revision.as_str()]
+    );
+}
+
+#[test]
+fn fish_through_kubectl_completes_the_plugin() {
+    let fish = require("fish", "fish");
+    let (cluster, revisions) = cluster_with_revisions();
+    let links = Links::new();
+    let complete = |line: &str| {
+        let out = links
+            .command(&cluster, &fish)
+            .args([
+                "--no-config",
+                "-c",
+                "kubectl completion fish | source; complete -C $argv[1]",
+            ])
+            .arg(line)
+            .output()
+            .expect("running fish");
+        assert!(
+            out.status.success(),
+            "fish completing {line:?}:\n{}",
+            text(&out)
+        );
+        sorted(&lines(&out))
+    };
+    assert_eq!(complete("kubectl calico-harden "), plugin_subcommands());
+    assert_eq!(complete("kubectl calico-harden roll"), ["rollback"]);
+    assert_eq!(
+        complete("kubectl calico-harden rollback --to "),
+        sorted(&revisions)
+    );
+    assert_eq!(
+        complete("kubectl calico-harden --context "),
+        ["admin", "limited"]
+    );
+}
+
+/// Typed into `elvish -norc`: loads the committed script as its header says, records every
+/// candidate its completer offers, binds Ctrl-X (in the editor and in the completion list) to
+/// write the line.
+const ELVISH_SETUP: &str = "eval (slurp < $E:SCRIPT); \
+    var complete~ = $edit:completion:arg-completer[kubectl-calico_harden]; \
+    set edit:completion:arg-completer[kubectl-calico_harden] = {|@words| \
+        var offered = [(complete $@words)]; \
+        each {|c| echo $c[stem] } $offered >> $E:CANDIDATES_OUT; \
+        all $offered \
+    }; \
+    set edit:insert:binding[Ctrl-X] = { print $edit:current-command > $E:LINE_OUT }; \
+    set edit:completion:binding[Ctrl-X] = { print $edit:current-command > $E:LINE_OUT }; \
+    echo > $E:READY";
+
+#[test]
+fn elvish_script_completes_the_binary() {
+    let zsh = require("zsh", "zsh");
+    let elvish = require("elvish", "elvish");
+    let (cluster, revisions) = cluster_with_revisions();
+    let links = Links::new();
+    let complete = |line: &str| {
+        let mut driver = links.command(&cluster, &zsh);
+        driver.env(
+            "SCRIPT",
+            completions_dir().join("kubectl-calico_harden.elv"),
+        );
+        press_tab(
+            driver,
+            &format!("{} -norc", elvish.display()),
+            ELVISH_SETUP,
+            line,
+        )
+    };
+    assert_eq!(
+        complete("kubectl-calico_harden en").line,
+        "kubectl-calico_harden enable-hep "
+    );
+    assert_eq!(
+        complete("kubectl-calico_harden enable-hep --print-c").line,
+        "kubectl-calico_harden enable-hep --print-command "
+    );
+    assert_eq!(
+        complete("kubectl-calico_harden render nodes-to-t").line,
+        "kubectl-calico_harden render nodes-to-typha "
+    );
+    assert_eq!(
+        complete("kubectl-calico_harden plan -o j").line,
+        "kubectl-calico_harden plan -o json "
+    );
+    // Elvish quotes a word with '=' when it inserts it, so TAB lists the candidate instead.
+    assert_eq!(
+        complete("kubectl-calico_harden plan --dry-run=s").candidates,
+        ["--dry-run=server"]
+    );
+    // A path flag falls back to elvish's own file completion.
+    let files = tempfile::tempdir().expect("temp dir");
+    std::fs::write(files.path().join("lab-kubeconfig"), "").expect("file");
+    let files = files.path().display();
+    assert_eq!(
+        complete(&format!("kubectl-calico_harden --kubeconfig {files}/lab-k")).line,
+        format!("kubectl-calico_harden --kubeconfig {files}/lab-kubeconfig ")
+    );
+    assert_eq!(
+        complete("kubectl-calico_harden ").candidates,
+        plugin_subcommands()
+    );
+    assert_eq!(
+        complete("kubectl-calico_harden rollback --to ").candidates,
+        sorted(&revisions)
+    );
+    assert_eq!(
+        complete("kubectl-calico_harden --context ").candidates,
+        ["admin", "limited"]
+    );
+}
+
+/// PowerShell (`pwsh`) is not packaged by Debian nor shipped by the registries this project
+/// installs from, so its script is checked without running it: it registers a native completer
+/// for the binary, and every subcommand and every long flag of the CLI is in it, under the
+/// subcommand it belongs to.
+#[test]
+fn powershell_script_covers_every_subcommand_and_flag() {
+    let script = std::fs::read_to_string(completions_dir().join("kubectl-calico_harden.ps1"))
+        .expect("completions/kubectl-calico_harden.ps1");
+    assert!(
+        script.contains("Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden'"),
+        "{script}"
+    );
+    let opens = script.matches('{').count();
+    let closes = script.matches('}').count();
+    assert_eq!(opens, closes, "unbalanced braces");
+
+    let cases: Vec<(&str, &str)> = script
+        .split("\n        '")
+        .skip(1)
+        .filter_map(|case| case.split_once("' {"))
+        .collect();
+    let case = |path: &str| {
+        cases
+            .iter()
+            .find(|(name, _)| *name == path)
+            .map(|(_, body)| {
+                body.split("\n            break\n")
+                    .next()
+                    .unwrap_or_default()
+            })
+            .unwrap_or_else(|| panic!("no completion case for {path}"))
+    };
+    let mut cli = <kubectl_calico_harden::cli::Cli as clap::CommandFactory>::command();
+    cli.build();
+    let mut pending = vec![("kubectl-calico_harden".to_string(), &cli)];
+    let mut checked = 0;
+    while let Some((path, command)) = pending.pop() {
+        let body = case(&path);
+        for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+            let names = arg
+                .get_long_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(|long| format!("'--{long}'"))
+                .chain(arg.get_short().map(|short| format!("'-{short}'")));
+            for name in names {
+                assert!(body.contains(&name), "{path}: {name} missing");
+            }
+        }
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            assert!(
+                body.contains(&format!("'{}'", sub.get_name())),
+                "{path}: subcommand {} missing",
+                sub.get_name()
+            );
+            pending.push((format!("{path};{}", sub.get_name()), sub));
+        }
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} commands checked");
+    assert!(case("kubectl-calico_harden;rollback").contains("'--to'"));
+}
+
+#[test]
+fn rollback_to_is_the_positional_revision() {
+    let (cluster, revisions) = cluster_with_revisions();
+    let oldest = revisions.last().expect("a revision").as_str();
+    let run = |args: &[&str]| {
+        cluster
+            .command(plugin())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("running rollback")
+    };
+
+    let mark = cluster.audit_mark();
+    let positional = run(&["rollback", oldest, "--dry-run=client"]);
+    let flag = run(&["rollback", "--to", oldest, "--dry-run=client"]);
+    assert!(positional.status.success(), "{}", text(&positional));
+    assert!(flag.status.success(), "{}", text(&flag));
+    assert!(
+        text(&flag).contains("deny-app-policy"),
+        "the plan undoes the newer revision:\n{}",
+        text(&flag)
+    );
+    assert_eq!(text(&flag), text(&positional));
+    let writes = cluster.writes_since(&mark);
+    assert!(writes.is_empty(), "a dry run writes nothing: {writes:?}");
+
+    for args in [
+        &["rollback", oldest, "--to", oldest, "--yes"][..],
+        &["rollback", "--to", oldest, "--all", "--yes"],
+        &["rollback", "--to", "first", "--yes"],
+    ] {
+        let refused = run(args);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&refused)
+        );
+    }
+    let writes = cluster.writes_since(&mark);
+    assert!(writes.is_empty(), "bad usage writes nothing: {writes:?}");
+
+    let done = run(&["rollback", "--to", oldest, "--yes"]);
+    assert!(done.status.success(), "{}", text(&done));
+    let policies = cluster.kubectl_ok(&[
+        "get",
+        "globalnetworkpolicies.projectcalico.org",
+        "-o",
+        "name",
+    ]);
+    assert!(!policies.contains("deny-app-policy"), "{policies}");
+    assert!(
+        policies.contains("allow-containers-access-to-localhost"),
+        "{policies}"
     );
 }
 
