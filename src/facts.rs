@@ -420,20 +420,34 @@ fn apiserver_endpoint(slices: &[Value]) -> (u16, BTreeSet<&str>) {
     (port.unwrap_or(6443), addresses)
 }
 
+/// The autoCreate value calico-kube-controllers runs with, from what it reports in
+/// KubeControllersConfiguration `default` status: the AUTO_HOST_ENDPOINTS environment variable
+/// when set (it wins over the spec), else status.runningConfig. Calico 3.31 leaves
+/// `hostEndpoint` out of runningConfig when the variable says `disabled`, and when no host
+/// endpoint controller runs at all: both mean Disabled. None when kube-controllers reports
+/// nothing (older releases).
+pub fn running_auto_create(kcc: &Value) -> Option<String> {
+    if let Some(env) = str_at(kcc, "/status/environmentVars/AUTO_HOST_ENDPOINTS") {
+        let on = env.eq_ignore_ascii_case("enabled");
+        return Some(if on { "Enabled" } else { "Disabled" }.to_string());
+    }
+    if let Some(value) = str_at(
+        kcc,
+        "/status/runningConfig/controllers/node/hostEndpoint/autoCreate",
+    ) {
+        return Some(value.to_string());
+    }
+    kcc.pointer("/status/runningConfig")
+        .map(|_| "Disabled".to_string())
+}
+
 fn host_endpoint_facts(inv: &Inventory) -> HostEndpointFacts {
     let kcc = inv.kube_controllers_configuration.as_ref();
     let auto_create_spec = kcc
         .and_then(|k| str_at(k, "/spec/controllers/node/hostEndpoint/autoCreate"))
         .unwrap_or("Disabled")
         .to_string();
-    let auto_create_running = kcc
-        .and_then(|k| {
-            str_at(
-                k,
-                "/status/runningConfig/controllers/node/hostEndpoint/autoCreate",
-            )
-        })
-        .map(str::to_string);
+    let auto_create_running = kcc.and_then(running_auto_create);
     let nodes_with_hep = inv
         .host_endpoints
         .iter()
@@ -606,5 +620,32 @@ mod tests {
         assert!(facts.inbound_allows_tcp(22));
         assert!(!facts.defaults);
         assert!(failsafe_facts(None).inbound_allows_tcp(6443));
+    }
+
+    #[test]
+    fn running_auto_create_as_calico_3_31_reports_it() {
+        // What calico-kube-controllers v3.31.0 wrote in the lab, per case.
+        let plain = json!({"status": {"runningConfig": {"controllers": {"node": {
+            "hostEndpoint": {"autoCreate": "Enabled", "createDefaultHostEndpoint": "Enabled"}}}}}});
+        assert_eq!(running_auto_create(&plain).as_deref(), Some("Enabled"));
+        let env_disabled = json!({"spec": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled"}}}},
+            "status": {"environmentVars": {"AUTO_HOST_ENDPOINTS": "disabled", "DATASTORE_TYPE": "kubernetes"},
+                "runningConfig": {"controllers": {"node": {"leakGracePeriod": "15m0s", "syncLabels": "Disabled"}}}}});
+        assert_eq!(
+            running_auto_create(&env_disabled).as_deref(),
+            Some("Disabled")
+        );
+        let env_enabled = json!({"status": {"environmentVars": {"AUTO_HOST_ENDPOINTS": "Enabled"},
+            "runningConfig": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled"}}}}}});
+        assert_eq!(
+            running_auto_create(&env_enabled).as_deref(),
+            Some("Enabled")
+        );
+        let no_node_controller = json!({"status": {"runningConfig": {"controllers": {}}}});
+        assert_eq!(
+            running_auto_create(&no_node_controller).as_deref(),
+            Some("Disabled")
+        );
+        assert_eq!(running_auto_create(&json!({"spec": {}})), None);
     }
 }

@@ -166,11 +166,11 @@ async fn warn_if_not_taken_up(
     );
     let deadline = Instant::now() + TAKE_UP_WAIT;
     loop {
-        let running = cluster.api.get(&path, &target).await?.and_then(|kcc| {
-            kcc.pointer("/status/runningConfig/controllers/node/hostEndpoint/autoCreate")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
+        let running = cluster
+            .api
+            .get(&path, &target)
+            .await?
+            .and_then(|kcc| facts::running_auto_create(&kcc));
         match running {
             // Older kube-controllers do not report a running config: nothing to compare.
             None => return Ok(()),

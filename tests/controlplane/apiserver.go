@@ -31,8 +31,21 @@ func apiServerArgs(dir string, p *pki, etcdURL string, port int, policyPath stri
 		"--service-account-key-file=" + p.path("sa.pub"),
 		"--service-account-signing-key-file=" + p.path("sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-cluster-ip-range=10.96.0.0/12",
 		"--authorization-mode=Node,RBAC",
+		// The aggregation layer, for calico-apiserver.
+		"--requestheader-client-ca-file=" + p.path("front-proxy-ca.crt"),
+		"--requestheader-allowed-names=" + frontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + p.path("front-proxy-client.crt"),
+		"--proxy-client-key-file=" + p.path("front-proxy-client.key"),
+		// The kubernetes Service's endpoints name the lab's control node on
+		// 6443, as in a real cluster; this server only listens on loopback,
+		// so run.go writes them instead of the reconciler (see
+		// kubernetes_endpoints.go).
+		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--audit-policy-file=" + policyPath,
 		"--audit-log-path=" + filepath.Join(dir, "audit.log"),

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"sync"
+
 	apiextclientset "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -13,6 +15,9 @@ type clients struct {
 	dyn    dynamic.Interface
 	ext    apiextclientset.Interface
 	calico []calicoResource
+
+	storedMu   sync.Mutex
+	storedSeed map[string]storedSeedObject
 }
 
 func newClients(cfg *rest.Config) (*clients, error) {

@@ -1,23 +1,22 @@
 package main
 
-// Calico's CRDs, served as projectcalico.org/v3.
+// Calico's CRDs.
 //
-// The only Calico source this project can fetch is the Go module
-// github.com/projectcalico/calico at a pinned pseudo-version (see README.md);
-// github.com/projectcalico/api, which holds the native projectcalico.org/v3
-// CRD manifests of Calico 3.32+, is not available. So we take Calico's own
-// CRD manifests, libcalico-go/config/crd/crd.projectcalico.org_*.yaml (group
-// crd.projectcalico.org, version v1), straight from that module in the Go
-// module cache (the caller passes --calico-crd-dir; nothing is copied into
-// this repository) and install them RE-GROUPED: spec.group becomes
-// projectcalico.org, metadata.name becomes <plural>.projectcalico.org and the
-// version v1 becomes v3. Calico's schema is kept as it is. The result is
-// what clients see on a cluster where Calico serves projectcalico.org/v3 (via
-// calico-apiserver, or as CRDs on Calico 3.32+), validated by Calico's own
-// OpenAPI schema. Differences from the real v3 API: no Tier kind (not in this
-// Calico version's CRDs), no Profile kind (never a CRD; calico-apiserver
-// synthesises it), no defaulting or cross-field validation done by
-// calico-apiserver's Go code, and no short names.
+// Calico v3.31.0's own CRD manifests, libcalico-go/config/crd/*.yaml, are
+// read from the Calico Go module in the module cache (the caller passes
+// --calico-crd-dir; nothing is copied into this repository):
+//
+//   - crd.projectcalico.org/v1 (Calico's storage kinds in the Kubernetes
+//     datastore) and policy.networking.k8s.io (AdminNetworkPolicy and
+//     BaselineAdminNetworkPolicy) are installed as they are. In the
+//     aggregated mode (seeds lab and empty) calico-apiserver and
+//     calico-kube-controllers store into them.
+//   - The native mode (seed native) stands for Calico 3.32+ serving
+//     projectcalico.org/v3 as CRDs, which the Go module proxy does not serve:
+//     it is EMULATED by installing the same v1 manifests RE-GROUPED (group
+//     projectcalico.org, version v3, Calico's schema unchanged). No Calico code
+//     runs behind it: no defaulting, no cross-field validation, no Tier or
+//     Profile kinds.
 
 import (
 	"context"
@@ -36,8 +35,9 @@ import (
 )
 
 const (
-	calicoGroup   = "projectcalico.org"
-	calicoVersion = "v3"
+	calicoGroup        = "projectcalico.org"
+	calicoVersion      = "v3"
+	calicoStorageGroup = "crd.projectcalico.org"
 )
 
 // requiredKinds must be present in the CRD directory.
@@ -51,10 +51,14 @@ type calicoResource struct {
 	Kind       string
 	GVR        schema.GroupVersionResource
 	Namespaced bool
+	// Deletable and Writable: calico-apiserver serves some kinds read-only
+	// (ClusterInformation) or synthesises them (Profile).
+	Deletable bool
+	Writable  bool
 }
 
 func loadCalicoCRDs(dir string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "crd.projectcalico.org_*.yaml"))
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		return nil, err
 	}
@@ -73,10 +77,9 @@ func loadCalicoCRDs(dir string) ([]*apiextensionsv1.CustomResourceDefinition, er
 		if err := yaml.Unmarshal(data, crd); err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
-		if crd.Spec.Group != "crd.projectcalico.org" {
+		if crd.Spec.Group != calicoStorageGroup && crd.Spec.Group != "policy.networking.k8s.io" {
 			return nil, fmt.Errorf("%s: unexpected group %q", f, crd.Spec.Group)
 		}
-		regroup(crd)
 		kinds[crd.Spec.Names.Kind] = true
 		out = append(out, crd)
 	}
@@ -88,8 +91,20 @@ func loadCalicoCRDs(dir string) ([]*apiextensionsv1.CustomResourceDefinition, er
 	return out, nil
 }
 
-// regroup turns a crd.projectcalico.org/v1 CRD into a projectcalico.org/v3
-// one, keeping Calico's schema.
+// regrouped returns projectcalico.org/v3 copies of the crd.projectcalico.org/v1
+// CRDs, keeping Calico's schema: the emulated native mode.
+func regrouped(crds []*apiextensionsv1.CustomResourceDefinition) []*apiextensionsv1.CustomResourceDefinition {
+	var out []*apiextensionsv1.CustomResourceDefinition
+	for _, crd := range crds {
+		if crd.Spec.Group == calicoStorageGroup {
+			c := crd.DeepCopy()
+			regroup(c)
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func regroup(crd *apiextensionsv1.CustomResourceDefinition) {
 	crd.Spec.Group = calicoGroup
 	crd.ObjectMeta = metav1.ObjectMeta{
@@ -113,13 +128,15 @@ func resourcesOf(crds []*apiextensionsv1.CustomResourceDefinition) []calicoResou
 			Kind:       crd.Spec.Names.Kind,
 			GVR:        schema.GroupVersionResource{Group: calicoGroup, Version: calicoVersion, Resource: crd.Spec.Names.Plural},
 			Namespaced: crd.Spec.Scope == apiextensionsv1.NamespaceScoped,
+			Deletable:  true,
+			Writable:   true,
 		})
 	}
 	return out
 }
 
 // installCRDs creates the CRDs, then waits until each is Established and
-// discovery serves projectcalico.org/v3 with every resource.
+// served by discovery.
 func installCRDs(ctx context.Context, c *clients, crds []*apiextensionsv1.CustomResourceDefinition) error {
 	api := c.ext.ApiextensionsV1().CustomResourceDefinitions()
 	for _, crd := range crds {
@@ -127,7 +144,6 @@ func installCRDs(ctx context.Context, c *clients, crds []*apiextensionsv1.Custom
 			return fmt.Errorf("creating %s: %w", crd.Name, err)
 		}
 	}
-	c.calico = resourcesOf(crds)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		pending := []string{}
@@ -149,17 +165,7 @@ func installCRDs(ctx context.Context, c *clients, crds []*apiextensionsv1.Custom
 			}
 		}
 		if len(pending) == 0 {
-			served := map[string]bool{}
-			if rl, err := c.cs.Discovery().ServerResourcesForGroupVersion(calicoGroup + "/" + calicoVersion); err == nil {
-				for _, r := range rl.APIResources {
-					served[r.Name] = true
-				}
-			}
-			for _, r := range c.calico {
-				if !served[r.GVR.Resource] {
-					pending = append(pending, "discovery:"+r.GVR.Resource)
-				}
-			}
+			pending = c.notYetDiscovered(crds)
 			if len(pending) == 0 {
 				return nil
 			}
@@ -173,4 +179,26 @@ func installCRDs(ctx context.Context, c *clients, crds []*apiextensionsv1.Custom
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func (c *clients) notYetDiscovered(crds []*apiextensionsv1.CustomResourceDefinition) []string {
+	served := map[string]bool{}
+	var pending []string
+	for _, crd := range crds {
+		for _, v := range crd.Spec.Versions {
+			gv := crd.Spec.Group + "/" + v.Name
+			if _, seen := served[gv]; !seen {
+				served[gv] = false
+				if rl, err := c.cs.Discovery().ServerResourcesForGroupVersion(gv); err == nil {
+					for _, r := range rl.APIResources {
+						served[gv+"/"+r.Name] = true
+					}
+				}
+			}
+			if !served[gv+"/"+crd.Spec.Names.Plural] {
+				pending = append(pending, "discovery:"+gv+"/"+crd.Spec.Names.Plural)
+			}
+		}
+	}
+	return pending
 }

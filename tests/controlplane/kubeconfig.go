@@ -3,6 +3,7 @@ package main
 import (
 	"path/filepath"
 
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
@@ -26,4 +27,24 @@ func writeKubeconfigs(dir, server string, p *pki) error {
 		return err
 	}
 	return clientcmd.WriteToFile(*build("seeder", map[string]*keyPair{"seeder": &p.Seeder}), filepath.Join(dir, "kubeconfig-internal"))
+}
+
+// writeComponentKubeconfigs writes the kubeconfigs calico-apiserver and
+// calico-kube-controllers use (their identities are excluded from the audit
+// log, like any controller's).
+func writeComponentKubeconfigs(dir string, cfg *rest.Config, p *pki) error {
+	for file, kp := range map[string]*keyPair{
+		"kubeconfig-calico-apiserver": &p.CalicoAPIServer,
+		"kubeconfig-kube-controllers": &p.KubeControllers,
+	} {
+		c := clientcmdapi.NewConfig()
+		c.Clusters["lab"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: p.CA.CertPEM}
+		c.AuthInfos["component"] = &clientcmdapi.AuthInfo{ClientCertificateData: kp.CertPEM, ClientKeyData: kp.KeyPEM}
+		c.Contexts["component"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "component"}
+		c.CurrentContext = "component"
+		if err := clientcmd.WriteToFile(*c, filepath.Join(dir, file)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -21,7 +21,16 @@ const (
 	limitedUser  = "limited-user"
 	seederUser   = "calico-harden-seeder"
 	emulatorUser = "calico-harden-emulator"
+	// Calico's own components, excluded from the audit log like any
+	// controller: what they write follows from what users did.
+	calicoAPIServerUser  = "calico-apiserver"
+	kubeControllersUser  = "calico-kube-controllers"
+	frontProxyClientName = "front-proxy-client"
 )
+
+// calicoAPIServiceHost is the name kube-apiserver's aggregator dials for
+// calico-apiserver: the ExternalName of Service calico-api, always loopback.
+const calicoAPIServiceHost = "localhost"
 
 type keyPair struct {
 	CertPEM []byte
@@ -37,9 +46,18 @@ type pki struct {
 	Limited  keyPair
 	Seeder   keyPair
 	Emulator keyPair
-	SAKeyPEM []byte
-	SAPubPEM []byte
-	Dir      string
+	// The aggregation layer: kube-apiserver proxies projectcalico.org/v3 to
+	// calico-apiserver with FrontProxyClient (signed by FrontProxyCA, which
+	// calico-apiserver trusts through the extension-apiserver-authentication
+	// ConfigMap), and calico-apiserver serves with CalicoServing.
+	FrontProxyCA     keyPair
+	FrontProxyClient keyPair
+	CalicoServing    keyPair
+	CalicoAPIServer  keyPair
+	KubeControllers  keyPair
+	SAKeyPEM         []byte
+	SAPubPEM         []byte
+	Dir              string
 }
 
 func (p *pki) path(name string) string { return filepath.Join(p.Dir, name) }
@@ -122,6 +140,9 @@ func newPKI(dir string) (*pki, error) {
 	if p.Emulator, err = clientCert(&p.CA, emulatorUser, "system:masters"); err != nil {
 		return nil, err
 	}
+	if err := p.addCalicoIdentities(); err != nil {
+		return nil, err
+	}
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -147,6 +168,12 @@ func newPKI(dir string) (*pki, error) {
 		"apiserver.key": p.Serving.KeyPEM,
 		"sa.key":        p.SAKeyPEM,
 		"sa.pub":        p.SAPubPEM,
+		// kube-apiserver reads these three from files.
+		"front-proxy-ca.crt":     p.FrontProxyCA.CertPEM,
+		"front-proxy-client.crt": p.FrontProxyClient.CertPEM,
+		"front-proxy-client.key": p.FrontProxyClient.KeyPEM,
+		"calico-apiserver.crt":   p.CalicoServing.CertPEM,
+		"calico-apiserver.key":   p.CalicoServing.KeyPEM,
 	}
 	for name, data := range files {
 		if err := os.WriteFile(p.path(name), data, 0o600); err != nil {
@@ -154,4 +181,41 @@ func newPKI(dir string) (*pki, error) {
 		}
 	}
 	return p, nil
+}
+
+// addCalicoIdentities creates what the aggregation layer and Calico's
+// components need: a front-proxy CA and client certificate, calico-apiserver's
+// serving certificate (for the Service name the aggregator verifies), and
+// client identities for calico-apiserver and calico-kube-controllers.
+func (p *pki) addCalicoIdentities() error {
+	var err error
+	if p.FrontProxyCA, err = newKeyPair(&x509.Certificate{
+		Subject:               pkix.Name{CommonName: "calico-harden-test-front-proxy-ca"},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
+	}, nil); err != nil {
+		return err
+	}
+	if p.FrontProxyClient, err = clientCert(&p.FrontProxyCA, frontProxyClientName); err != nil {
+		return err
+	}
+	dnsNames := []string{calicoAPIServiceHost}
+	for _, ns := range []string{"calico-apiserver", "calico-system"} {
+		dnsNames = append(dnsNames, "calico-api."+ns+".svc", "calico-api."+ns+".svc.cluster.local")
+	}
+	if p.CalicoServing, err = newKeyPair(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "calico-api"},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    dnsNames,
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}, &p.CA); err != nil {
+		return err
+	}
+	if p.CalicoAPIServer, err = clientCert(&p.CA, calicoAPIServerUser, "system:masters"); err != nil {
+		return err
+	}
+	p.KubeControllers, err = clientCert(&p.CA, kubeControllersUser, "system:masters")
+	return err
 }

@@ -3,7 +3,8 @@ package main
 // Reset: bring the running cluster back to exactly a seed's state, fast.
 // `run` applies its seed with the same code, and `controlplane reset` asks
 // the running `run` process (over DIR/control.sock) to do it, so that the
-// HostEndpoint emulator is paused while the cluster changes under it.
+// stand-ins are paused and calico-kube-controllers is stopped and restarted
+// around the changes when it would otherwise fight them.
 
 import (
 	"bufio"
@@ -54,13 +55,22 @@ func ignoreNotFound(err error) error {
 	return err
 }
 
-func (c *clients) resetTo(ctx context.Context, seedName string, emu *emulator) error {
+func (cp *controlPlane) resetTo(ctx context.Context, seedName string) error {
 	seed, err := seedByName(seedName)
 	if err != nil {
 		return err
 	}
-	emu.mu.Lock()
-	defer emu.mu.Unlock()
+	if seed.Native != cp.native {
+		return fmt.Errorf("seed %s needs a control plane started with --seed %s (projectcalico.org/v3 is served %s here)",
+			seedName, map[bool]string{true: "native", false: "lab"}[seed.Native], cp.apiMode())
+	}
+	c := cp.seeder
+	cp.emu.mu.Lock()
+	defer cp.emu.mu.Unlock()
+	restart, err := cp.stopKubeControllersIfNeeded(ctx, seed)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	timed := func(what string, fn func() error) func() error {
 		return func() error {
@@ -75,6 +85,7 @@ func (c *clients) resetTo(ctx context.Context, seedName string, emu *emulator) e
 		timed("calico", func() error { return c.resetCalico(ctx, seed) }),
 		timed("labelled", func() error { return c.resetLabelled(ctx) }),
 		timed("nodes", func() error { return c.resetNodes(ctx, seed) }),
+		timed("kubernetes endpoints", func() error { return c.ensureKubernetesEndpoints(ctx) }),
 		timed("namespaces+pods", func() error {
 			if err := c.resetNamespaces(ctx, seed); err != nil {
 				return err
@@ -85,15 +96,103 @@ func (c *clients) resetTo(ctx context.Context, seedName string, emu *emulator) e
 	if err != nil {
 		return err
 	}
-	// Leave the emulator consistent with the seed before anyone looks.
-	return emu.syncLocked(ctx)
+	if restart {
+		if err := c.startKubeControllers(ctx, cp.kubeControllers, kubeControllersEnv(cp.dir, nil)); err != nil {
+			return err
+		}
+		logf("reset: calico-kube-controllers restarted in %v", time.Since(start).Round(time.Millisecond))
+	}
+	return cp.emu.syncLocked(ctx)
+}
+
+func (cp *controlPlane) apiMode() string {
+	if cp.native {
+		return "as CRDs (emulated native mode)"
+	}
+	return "by calico-apiserver"
+}
+
+// stopKubeControllersIfNeeded stops calico-kube-controllers when what it
+// runs with or has made would fight the reset (host endpoints, autoCreate or
+// an environment override), so that it starts again on the seed's state.
+// It reports whether kube-controllers must be (re)started afterwards.
+func (cp *controlPlane) stopKubeControllersIfNeeded(ctx context.Context, seed *seedState) (bool, error) {
+	kc := cp.kubeControllers
+	if kc == nil {
+		return false, nil
+	}
+	if !seed.KubeControllers {
+		kc.stop()
+		cp.kubeControllersEnv = nil
+		return false, nil
+	}
+	dirty := !kc.running() || len(cp.kubeControllersEnv) > 0
+	if !dirty {
+		kcc, err := cp.seeder.dyn.Resource(kccGVR).Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			return false, fmt.Errorf("reading KubeControllersConfiguration: %w", err)
+		}
+		running, _, _ := unstructured.NestedString(kcc.Object, "status", "runningConfig", "controllers", "node", "hostEndpoint", "autoCreate")
+		dirty = running != "Disabled"
+	}
+	if !dirty {
+		heps, err := cp.seeder.dyn.Resource(cp.seeder.resource("HostEndpoint").GVR).List(ctx, metav1.ListOptions{Limit: 1})
+		if err != nil {
+			return false, fmt.Errorf("listing host endpoints: %w", err)
+		}
+		dirty = len(heps.Items) > 0
+	}
+	if dirty {
+		kc.stop()
+		cp.kubeControllersEnv = nil
+	}
+	return dirty, nil
+}
+
+// setKubeControllersEnv restarts calico-kube-controllers with the given
+// environment overrides (NAME=value), as editing its Deployment would.
+func (cp *controlPlane) setKubeControllersEnv(ctx context.Context, overrides []string) error {
+	if cp.kubeControllers == nil {
+		return fmt.Errorf("calico-kube-controllers does not run with the %s seed", map[bool]string{true: "native", false: "empty"}[cp.native])
+	}
+	cp.emu.mu.Lock()
+	defer cp.emu.mu.Unlock()
+	cp.kubeControllers.stop()
+	cp.kubeControllersEnv = overrides
+	return cp.seeder.startKubeControllers(ctx, cp.kubeControllers, kubeControllersEnv(cp.dir, overrides))
 }
 
 // resetCalico deletes every projectcalico.org/v3 object that is not in the
-// seed and makes the seed's objects exactly as the seed has them.
+// seed and makes the seed's objects exactly as the seed has them. Tiers go
+// last (calico-apiserver refuses to delete a tier that still has policies),
+// and the tiers Calico creates itself are kept as they are.
 func (c *clients) resetCalico(ctx context.Context, seed *seedState) error {
-	fns := []func() error{}
+	var tiers, others []calicoResource
 	for _, r := range c.calico {
+		if r.Kind == "Tier" {
+			tiers = append(tiers, r)
+		} else {
+			others = append(others, r)
+		}
+	}
+	if err := c.resetCalicoKinds(ctx, seed, others); err != nil {
+		return err
+	}
+	if err := c.resetCalicoKinds(ctx, seed, tiers); err != nil {
+		return err
+	}
+	if seed.ClusterInformation != nil && !seed.Native {
+		return c.ensureClusterInformation(ctx, seed.ClusterInformation)
+	}
+	return nil
+}
+
+func (c *clients) resetCalicoKinds(ctx context.Context, seed *seedState, kinds []calicoResource) error {
+	fns := []func() error{}
+	for _, r := range kinds {
+		if !r.Deletable && !r.Writable {
+			continue // read-only or synthesised (ClusterInformation, Profile)
+		}
 		desired := map[string]*unstructured.Unstructured{}
 		for _, o := range seed.Calico {
 			if o.GetKind() == r.Kind {
@@ -118,6 +217,9 @@ func (c *clients) resetCalico(ctx context.Context, seed *seedState) error {
 				}
 			}
 			for key, d := range desired {
+				if r.Kind == "Tier" && existing[key] != nil {
+					continue // Calico's own tiers: kept as Calico made them
+				}
 				dels = append(dels, func() error { return c.ensureUnstructured(ctx, r.GVR, d, existing[key]) })
 			}
 			return parallel(dels...)
@@ -151,23 +253,58 @@ func sameField(a, b map[string]any, fields ...string) bool {
 }
 
 // ensureUnstructured creates desired, or updates existing so that its labels,
-// annotations, spec and status equal desired's.
+// annotations and spec (and status, where the seed has one) equal desired's
+// as the server stored them: calico-apiserver fills in defaults, so what it
+// answered to the last write of desired is what later resets compare with.
 func (c *clients) ensureUnstructured(ctx context.Context, gvr schema.GroupVersionResource, desired, existing *unstructured.Unstructured) error {
 	ri := c.dyn.Resource(gvr).Namespace(desired.GetNamespace())
-	if existing == nil {
-		_, err := ri.Create(ctx, desired.DeepCopy(), metav1.CreateOptions{})
-		return err
-	}
-	if sameField(existing.Object, desired.Object, "metadata", "labels") &&
-		sameField(existing.Object, desired.Object, "metadata", "annotations") &&
-		sameField(existing.Object, desired.Object, "spec") &&
-		sameField(existing.Object, desired.Object, "status") {
+	key := gvr.Resource + "/" + desired.GetNamespace() + "/" + desired.GetName()
+	want := c.stored(key, desired)
+	if existing != nil && sameObject(existing.Object, want.Object, desired.Object["status"] != nil) {
 		return nil
 	}
-	u := desired.DeepCopy()
-	u.SetResourceVersion(existing.GetResourceVersion())
-	_, err := ri.Update(ctx, u, metav1.UpdateOptions{})
+	var answer *unstructured.Unstructured
+	var err error
+	if existing == nil {
+		answer, err = ri.Create(ctx, desired.DeepCopy(), metav1.CreateOptions{})
+	} else {
+		u := desired.DeepCopy()
+		u.SetResourceVersion(existing.GetResourceVersion())
+		answer, err = ri.Update(ctx, u, metav1.UpdateOptions{})
+	}
+	if err == nil {
+		c.remember(key, desired, answer)
+	}
 	return err
+}
+
+func sameObject(a, b map[string]any, withStatus bool) bool {
+	return sameField(a, b, "metadata", "labels") && sameField(a, b, "metadata", "annotations") &&
+		sameField(a, b, "spec") && (!withStatus || sameField(a, b, "status"))
+}
+
+type storedSeedObject struct {
+	seedHash string
+	answer   *unstructured.Unstructured
+}
+
+// stored is the server's answer to the last write of desired, or desired.
+func (c *clients) stored(key string, desired *unstructured.Unstructured) *unstructured.Unstructured {
+	c.storedMu.Lock()
+	defer c.storedMu.Unlock()
+	if s, ok := c.storedSeed[key]; ok && s.seedHash == seedHash(desired.Object) {
+		return s.answer
+	}
+	return desired
+}
+
+func (c *clients) remember(key string, desired, answer *unstructured.Unstructured) {
+	c.storedMu.Lock()
+	defer c.storedMu.Unlock()
+	if c.storedSeed == nil {
+		c.storedSeed = map[string]storedSeedObject{}
+	}
+	c.storedSeed[key] = storedSeedObject{seedHash: seedHash(desired.Object), answer: answer}
 }
 
 // resetLabelled deletes the plugin's ConfigMaps and the tests' RBAC objects.
@@ -211,11 +348,13 @@ func (c *clients) resetNodes(ctx context.Context, seed *seedState) error {
 	for _, n := range seed.Nodes {
 		desired[n.Name] = true
 		want := n.DeepCopy()
-		h := seedHash(n)
-		want.Annotations = map[string]string{seedHashAnnot: h}
+		want.Annotations = map[string]string{seedHashAnnot: seedHash(n)}
+		for k, v := range n.Annotations {
+			want.Annotations[k] = v
+		}
 		cur := existing[n.Name]
-		if cur != nil && cur.Annotations[seedHashAnnot] == h && reflect.DeepEqual(cur.Labels, want.Labels) &&
-			len(cur.Annotations) == 1 && reflect.DeepEqual(cur.Status.Addresses, want.Status.Addresses) &&
+		if cur != nil && reflect.DeepEqual(cur.Annotations, want.Annotations) && reflect.DeepEqual(cur.Labels, want.Labels) &&
+			reflect.DeepEqual(cur.Status.Addresses, want.Status.Addresses) &&
 			len(cur.Spec.Taints) == 0 && !cur.Spec.Unschedulable {
 			continue
 		}
@@ -427,8 +566,9 @@ func sameImages(a, b *corev1.Pod) bool {
 	return true
 }
 
-// serveControlSocket answers `reset SEED` and `ping` on a unix socket.
-func serveControlSocket(ctx context.Context, path string, c *clients, emu *emulator) error {
+// serveControlSocket answers `reset SEED`, `kube-controllers-env [NAME=value...]`
+// and `ping` on a unix socket.
+func serveControlSocket(ctx context.Context, path string, cp *controlPlane) error {
 	_ = os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
@@ -444,37 +584,46 @@ func serveControlSocket(ctx context.Context, path string, c *clients, emu *emula
 			if err != nil {
 				return
 			}
-			go handleControl(ctx, conn, c, emu)
+			go handleControl(ctx, conn, cp)
 		}
 	}()
 	return nil
 }
 
-func handleControl(ctx context.Context, conn net.Conn, c *clients, emu *emulator) {
+func handleControl(ctx context.Context, conn net.Conn, cp *controlPlane) {
 	defer conn.Close()
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
 		return
 	}
 	fields := strings.Fields(line)
+	if len(fields) == 0 {
+		fmt.Fprintf(conn, "error empty command\n")
+		return
+	}
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
 	switch {
 	case len(fields) == 1 && fields[0] == "ping":
 		fmt.Fprintf(conn, "ok pong\n")
+		return
 	case len(fields) == 2 && fields[0] == "reset":
-		start := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		if err := c.resetTo(rctx, fields[1], emu); err != nil {
-			logf("reset to %s failed: %v", fields[1], err)
-			fmt.Fprintf(conn, "error %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
-			return
-		}
-		d := time.Since(start)
-		logf("reset to %s in %v", fields[1], d.Round(time.Millisecond))
-		fmt.Fprintf(conn, "ok %d\n", d.Milliseconds())
+		err = cp.resetTo(rctx, fields[1])
+	case fields[0] == "kube-controllers-env":
+		err = cp.setKubeControllersEnv(rctx, fields[1:])
 	default:
 		fmt.Fprintf(conn, "error unknown command %q\n", strings.TrimSpace(line))
+		return
 	}
+	if err != nil {
+		logf("%s failed: %v", strings.Join(fields, " "), err)
+		fmt.Fprintf(conn, "error %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return
+	}
+	d := time.Since(start)
+	logf("%s in %v", strings.Join(fields, " "), d.Round(time.Millisecond))
+	fmt.Fprintf(conn, "ok %d\n", d.Milliseconds())
 }
 
 // cmdReset asks the running control plane in DIR to reset to a seed.

@@ -12,30 +12,44 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 )
 
 // auditPolicy logs write verbs of kubeconfig users at Request level (so the
-// request body is there too) and nothing else. The apiserver's own identity,
-// the seeder (used by `run`'s setup and by `reset`) and the emulator are
-// excluded, so DIR/audit.log holds only what kubeconfig users did.
-const auditPolicy = `apiVersion: audit.k8s.io/v1
+// request body is there too) and nothing else. The control plane's own
+// identities (the apiserver, the seeder used by `run`'s setup and by `reset`,
+// the kubelet stand-in, Calico's components) are excluded, so the audit logs
+// hold only what kubeconfig users did. kube-apiserver only proxies
+// projectcalico.org/v3 to calico-apiserver and never sees those request
+// bodies: in the aggregated mode it leaves that group to calico-apiserver's
+// own audit log (same policy, DIR/calico-apiserver-audit.log).
+func auditPolicy(skipCalicoGroup bool) string {
+	skip := ""
+	if skipCalicoGroup {
+		skip = `- level: None
+  resources: [{group: "` + calicoGroup + `"}]
+`
+	}
+	return `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: None
-  users: ["system:apiserver", "` + seederUser + `", "` + emulatorUser + `"]
+  users: ["system:apiserver", "` + seederUser + `", "` + emulatorUser + `", "` + calicoAPIServerUser + `", "` + kubeControllersUser + `"]
 - level: None
   userGroups: ["system:nodes", "system:serviceaccounts"]
-- level: Request
+` + skip + `- level: Request
   verbs: ["create", "update", "patch", "delete", "deletecollection"]
 - level: None
 `
+}
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -122,10 +136,16 @@ func cmdRun(args []string) error {
 	dir := fs.String("dir", "", "state directory (required)")
 	seedName := fs.String("seed", "lab", "seed: lab, native or empty")
 	ownerPID := fs.Int("owner-pid", 0, "exit when this process is gone")
-	crdDir := fs.String("calico-crd-dir", "", "directory with Calico's crd.projectcalico.org_*.yaml (required)")
+	crdDir := fs.String("calico-crd-dir", "", "directory with Calico's CRD manifests (required)")
+	var bins calicoBinaries
+	fs.StringVar(&bins.APIServer, "calico-apiserver", "", "calico-apiserver binary (required unless --seed native)")
+	fs.StringVar(&bins.KubeControllers, "calico-kube-controllers", "", "calico-kube-controllers binary (required unless --seed native)")
 	_ = fs.Parse(args)
 	if *dir == "" || *crdDir == "" {
 		return errors.New("--dir and --calico-crd-dir are required")
+	}
+	if *seedName != "native" && (bins.APIServer == "" || bins.KubeControllers == "") {
+		return errors.New("--calico-apiserver and --calico-kube-controllers are required (built from tests/calico)")
 	}
 	if _, err := seedByName(*seedName); err != nil {
 		return err
@@ -137,7 +157,8 @@ func cmdRun(args []string) error {
 	if err := os.MkdirAll(absDir, 0o755); err != nil {
 		return err
 	}
-	for _, stale := range []string{"ready", "pid", "audit.log", "control.sock", "etcd", "kubecache"} {
+	for _, stale := range []string{"ready", "pid", "audit.log", "calico-apiserver-audit.log", "calico-apiserver.log",
+		"calico-kube-controllers.log", "control.sock", "etcd", "kubecache"} {
 		_ = os.RemoveAll(filepath.Join(absDir, stale))
 	}
 	if err := redirectOutput(absDir); err != nil {
@@ -159,7 +180,7 @@ func cmdRun(args []string) error {
 		go watchOwner(ctx, *ownerPID, cancel)
 	}
 
-	err = runControlPlane(ctx, cancel, absDir, *seedName, *crdDir, *ownerPID, start)
+	err = runControlPlane(ctx, cancel, absDir, *seedName, *crdDir, bins, *ownerPID, start)
 	_ = os.Remove(filepath.Join(absDir, "ready"))
 	_ = os.Remove(filepath.Join(absDir, "pid"))
 	_ = os.Remove(filepath.Join(absDir, "control.sock"))
@@ -189,7 +210,25 @@ func watchOwner(ctx context.Context, pid int, cancel context.CancelFunc) {
 	}
 }
 
-func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedName, crdDir string, ownerPID int, start time.Time) error {
+// controlPlane is the running bed: the seeder's clients, Calico's supervised
+// components (aggregated mode only) and the stand-ins.
+type controlPlane struct {
+	dir    string
+	native bool
+	seeder *clients
+	emu    *emulator
+	// kubeControllers is nil in the native mode.
+	kubeControllers *supervised
+	// kubeControllersEnv holds the overrides set through the control socket
+	// (NAME=value), cleared by reset.
+	kubeControllersEnv []string
+}
+
+func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedName, crdDir string, bins calicoBinaries, ownerPID int, start time.Time) error {
+	seed, err := seedByName(seedName)
+	if err != nil {
+		return err
+	}
 	crds, err := loadCalicoCRDs(crdDir)
 	if err != nil {
 		return err
@@ -213,11 +252,8 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 		return err
 	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", port)
-	if err := seedKubernetesEndpoints(ctx, etcdURL, port); err != nil {
-		return fmt.Errorf("kubernetes endpoints: %w", err)
-	}
 	policyPath := filepath.Join(dir, "audit-policy.yaml")
-	if err := os.WriteFile(policyPath, []byte(auditPolicy), 0o644); err != nil {
+	if err := os.WriteFile(policyPath, []byte(auditPolicy(!seed.Native)), 0o644); err != nil {
 		return err
 	}
 	apiCtx, apiCancel := context.WithCancel(context.Background())
@@ -226,7 +262,12 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 	go func() {
 		apiDone <- runAPIServer(apiCtx, apiServerArgs(dir, p, etcdURL, port, policyPath))
 	}()
-	stopAPIServer := func() {
+	// Calico's components stop before kube-apiserver, so they exit quietly.
+	componentsDone := make(chan struct{})
+	var components sync.WaitGroup
+	stopAll := func() {
+		close(componentsDone)
+		components.Wait()
 		apiCancel()
 		select {
 		case err := <-apiDone:
@@ -239,46 +280,34 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 			logf("kube-apiserver did not stop within 15s; stopping etcd anyway")
 		}
 	}
+	supervise := func(s *supervised) {
+		components.Add(1)
+		go func() {
+			defer components.Done()
+			s.run(componentsDone)
+		}()
+	}
 
 	seederCfg := restConfig(server, p, &p.Seeder)
 	if err := waitHealthy(ctx, seederCfg, apiDone); err != nil {
-		stopAPIServer()
+		stopAll()
 		return err
 	}
 	logf("kube-apiserver ready at %s after %v", server, time.Since(start).Round(time.Millisecond))
 
-	c, err := newClients(seederCfg)
+	cp, err := setUp(ctx, dir, seed, crds, bins, p, server, supervise, start)
 	if err != nil {
-		stopAPIServer()
+		stopAll()
 		return err
 	}
-	if err := installCRDs(ctx, c, crds); err != nil {
-		stopAPIServer()
-		return fmt.Errorf("installing Calico CRDs: %w", err)
-	}
-	logf("Calico CRDs established as projectcalico.org/v3 after %v", time.Since(start).Round(time.Millisecond))
-
-	emuClients, err := newClients(restConfig(server, p, &p.Emulator))
-	if err != nil {
-		stopAPIServer()
-		return err
-	}
-	emuClients.calico = c.calico
-	emu := newEmulator(emuClients)
-	if err := c.resetTo(ctx, seedName, emu); err != nil {
-		stopAPIServer()
-		return fmt.Errorf("applying seed %s: %w", seedName, err)
-	}
-	logf("seed %s applied after %v", seedName, time.Since(start).Round(time.Millisecond))
-
 	if err := writeKubeconfigs(dir, server, p); err != nil {
-		stopAPIServer()
+		stopAll()
 		return err
 	}
-	go emu.run(ctx)
+	go cp.emu.run(ctx)
 	sock := filepath.Join(dir, "control.sock")
-	if err := serveControlSocket(ctx, sock, c, emu); err != nil {
-		stopAPIServer()
+	if err := serveControlSocket(ctx, sock, cp); err != nil {
+		stopAll()
 		return err
 	}
 
@@ -286,7 +315,7 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 		PID: os.Getpid(), OwnerPID: ownerPID, Server: server, Kubeconfig: filepath.Join(dir, "kubeconfig"), Seed: seedName, Socket: sock,
 	}, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dir, "ready"), append(info, '\n'), 0o644); err != nil {
-		stopAPIServer()
+		stopAll()
 		return err
 	}
 	logf("ready after %v", time.Since(start).Round(time.Millisecond))
@@ -295,15 +324,94 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 	case <-ctx.Done():
 		logf("shutting down")
 		_ = os.Remove(filepath.Join(dir, "ready"))
-		stopAPIServer()
+		stopAll()
 		return nil
 	case err := <-apiDone:
 		cancel()
+		close(componentsDone)
+		components.Wait()
 		return fmt.Errorf("kube-apiserver exited: %v", err)
 	}
 }
 
+// setUp brings a healthy kube-apiserver to the seed: the kubernetes
+// endpoints, Calico's CRDs, in the aggregated mode calico-apiserver (and
+// calico-kube-controllers once the seed is in place), then the seed itself.
+func setUp(ctx context.Context, dir string, seed *seedState, crds []*apiextensionsv1.CustomResourceDefinition, bins calicoBinaries,
+	p *pki, server string, supervise func(*supervised), start time.Time) (*controlPlane, error) {
+	c, err := newClients(restConfig(server, p, &p.Seeder))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ensureKubernetesEndpoints(ctx); err != nil {
+		return nil, fmt.Errorf("kubernetes endpoints: %w", err)
+	}
+	cp := &controlPlane{dir: dir, native: seed.Native, seeder: c}
+	if seed.Native {
+		served := regrouped(crds)
+		if err := installCRDs(ctx, c, served); err != nil {
+			return nil, fmt.Errorf("installing Calico CRDs re-grouped as projectcalico.org/v3: %w", err)
+		}
+		c.calico = resourcesOf(served)
+		logf("Calico CRDs served as projectcalico.org/v3 (emulated native mode) after %v", time.Since(start).Round(time.Millisecond))
+	} else {
+		if err := cp.startCalicoAPIServer(ctx, crds, bins, p, supervise); err != nil {
+			return nil, err
+		}
+		logf("calico-apiserver serving projectcalico.org/v3 after %v", time.Since(start).Round(time.Millisecond))
+		cp.kubeControllers = newKubeControllers(dir, bins)
+		supervise(cp.kubeControllers)
+	}
+	emuClients, err := newClients(restConfig(server, p, &p.Emulator))
+	if err != nil {
+		return nil, err
+	}
+	emuClients.calico = c.calico
+	cp.emu = newEmulator(emuClients)
+	if err := cp.resetTo(ctx, seed.Name); err != nil {
+		return nil, fmt.Errorf("applying seed %s: %w", seed.Name, err)
+	}
+	logf("seed %s applied after %v", seed.Name, time.Since(start).Round(time.Millisecond))
+	return cp, nil
+}
+
+// startCalicoAPIServer installs Calico's storage CRDs, writes
+// ClusterInformation as calico-node's start-up would, starts calico-apiserver
+// and registers it with the aggregation layer.
+func (cp *controlPlane) startCalicoAPIServer(ctx context.Context, crds []*apiextensionsv1.CustomResourceDefinition, bins calicoBinaries,
+	p *pki, supervise func(*supervised)) error {
+	c := cp.seeder
+	if err := installCRDs(ctx, c, crds); err != nil {
+		return fmt.Errorf("installing Calico CRDs: %w", err)
+	}
+	lab, _ := seedByName("lab")
+	if err := c.ensureClusterInformation(ctx, lab.ClusterInformation); err != nil {
+		return fmt.Errorf("ClusterInformation: %w", err)
+	}
+	if err := writeComponentKubeconfigs(cp.dir, restConfig(c.cfg.Host, p, nil), p); err != nil {
+		return err
+	}
+	calicoPolicy := filepath.Join(cp.dir, "calico-apiserver-audit-policy.yaml")
+	if err := os.WriteFile(calicoPolicy, []byte(auditPolicy(false)), 0o644); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	apiserver := newCalicoAPIServer(cp.dir, bins, port, p, calicoPolicy)
+	apiserver.start(apiserver.env)
+	supervise(apiserver)
+	if err := c.registerCalicoAPIService(ctx, p, port); err != nil {
+		return err
+	}
+	return c.waitCalicoAPI(ctx, 90*time.Second)
+}
+
 func restConfig(server string, p *pki, id *keyPair) *rest.Config {
+	if id == nil {
+		id = &keyPair{}
+	}
 	return &rest.Config{
 		Host: server,
 		TLSClientConfig: rest.TLSClientConfig{

@@ -1,7 +1,9 @@
 package main
 
-// Seeds: the states `run` starts in and `reset` restores. All addresses are
-// in 127.0.0.0/8; nothing ever sends traffic to them.
+// Seeds: the states `run` starts in and `reset` restores. The lab's
+// addresses are those of a small kubeadm/k3s cluster (nodes 10.0.0.0/24, pods
+// 192.168.0.0/16, services 10.96.0.0/12); nothing here ever sends traffic to
+// them: the servers themselves listen on loopback only.
 
 import (
 	"encoding/json"
@@ -25,28 +27,44 @@ const (
 	envOverrideAnno = "calico-harden-test/env-override-autocreate"
 )
 
-// systemNamespaces are never deleted by reset.
-var systemNamespaces = map[string]bool{"default": true, "kube-system": true, "kube-public": true, "kube-node-lease": true}
+// systemNamespaces are never deleted by reset. calico-apiserver's holds
+// Service calico-api, through which the aggregation layer reaches it.
+var systemNamespaces = map[string]bool{"default": true, "kube-system": true, "kube-public": true, "kube-node-lease": true,
+	calicoAPIServerNamespace: true}
 
 type seedState struct {
-	Name       string
-	Namespaces []string
+	Name string
+	// Native: projectcalico.org/v3 served as CRDs by kube-apiserver (the
+	// emulated Calico 3.32 mode); otherwise by the real calico-apiserver.
+	Native bool
+	// KubeControllers: the real calico-kube-controllers runs (not in the
+	// native and empty seeds).
+	KubeControllers bool
+	Namespaces      []string
 	// ServiceAccounts by namespace (each seed namespace also gets "default").
 	ServiceAccounts map[string][]string
 	Nodes           []*corev1.Node
 	Pods            []*corev1.Pod
 	Calico          []*unstructured.Unstructured
+	// ClusterInformation is read-only through calico-apiserver: calico-node's
+	// start-up writes it in Calico's storage (crd.projectcalico.org/v1), and
+	// so does the seeder in the aggregated mode.
+	ClusterInformation map[string]any
 }
 
 type nodeSpec struct {
-	name, ip, podCIDR string
-	control           bool
+	name, ip, podCIDR, vxlanTunnelIP string
+	control                          bool
 }
 
+// labControlNodeIP is where the lab's API server is published (see
+// kubernetes_endpoints.go).
+const labControlNodeIP = "10.0.0.1"
+
 var labNodes = []nodeSpec{
-	{"control", "127.0.10.1", "127.0.100.0/24", true},
-	{"node1", "127.0.10.2", "127.0.101.0/24", false},
-	{"node2", "127.0.10.3", "127.0.102.0/24", false},
+	{"control", labControlNodeIP, "192.168.0.0/24", "192.168.0.1", true},
+	{"node1", "10.0.0.2", "192.168.1.0/24", "192.168.1.1", false},
+	{"node2", "10.0.0.3", "192.168.2.0/24", "192.168.2.1", false},
 }
 
 func nodeIP(name string) string {
@@ -65,7 +83,7 @@ func seedByName(name string) (*seedState, error) {
 	case "native":
 		return labSeed(false), nil
 	case "empty":
-		return &seedState{Name: "empty"}, nil
+		return &seedState{Name: "empty", Calico: builtinTiers()}, nil
 	}
 	return nil, fmt.Errorf("unknown seed %q (want lab, native or empty)", name)
 }
@@ -81,8 +99,14 @@ func makeNode(n nodeSpec) *corev1.Node {
 		labels["node-role.kubernetes.io/master"] = "true"
 	}
 	t := metav1.Unix(1767225600, 0) // fixed: 2026-01-01T00:00:00Z
+	// What calico-node writes on start-up; kube-controllers puts these
+	// addresses into a host endpoint's expectedIPs.
+	annotations := map[string]string{
+		"projectcalico.org/IPv4Address":         n.ip + "/24",
+		"projectcalico.org/IPv4VXLANTunnelAddr": n.vxlanTunnelIP,
+	}
 	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: labels, Annotations: annotations},
 		Spec:       corev1.NodeSpec{PodCIDR: n.podCIDR, PodCIDRs: []string{n.podCIDR}},
 		Status: corev1.NodeStatus{
 			Addresses: []corev1.NodeAddress{
@@ -177,9 +201,9 @@ func hash(s string) uint64 {
 }
 
 func labSeed(withCalicoAPIServer bool) *seedState {
-	s := &seedState{Name: "lab"}
+	s := &seedState{Name: "lab", KubeControllers: true}
 	if !withCalicoAPIServer {
-		s.Name = "native"
+		s.Name, s.Native, s.KubeControllers = "native", true, false
 	}
 	s.Namespaces = []string{"calico-system", "calico-apiserver", "tigera-operator", "app-frontend", "app-backend"}
 	s.ServiceAccounts = map[string][]string{
@@ -199,28 +223,28 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 		return m
 	}
 	pods := []podSpec{
-		{ns: "kube-system", name: "coredns-7c65d6cfc9-4xk2p", node: "control", ip: "127.0.100.2", sa: "coredns",
+		{ns: "kube-system", name: "coredns-7c65d6cfc9-4xk2p", node: "control", ip: "192.168.0.2", sa: "coredns",
 			labels: l("k8s-app", "kube-dns", "pod-template-hash", "7c65d6cfc9"), image: "rancher/mirrored-coredns-coredns:1.12.3",
 			ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, tcp("dns-tcp", 53), tcp("metrics", 9153)}},
-		{ns: "kube-system", name: "coredns-7c65d6cfc9-9qz7m", node: "node1", ip: "127.0.101.2", sa: "coredns",
+		{ns: "kube-system", name: "coredns-7c65d6cfc9-9qz7m", node: "node1", ip: "192.168.1.2", sa: "coredns",
 			labels: l("k8s-app", "kube-dns", "pod-template-hash", "7c65d6cfc9"), image: "rancher/mirrored-coredns-coredns:1.12.3",
 			ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, tcp("dns-tcp", 53), tcp("metrics", 9153)}},
 		{ns: "calico-system", name: "calico-typha-6b9f8d7c5d-h2x9w", node: "node1", hostNetwork: true, sa: "calico-typha",
 			labels: l("k8s-app", "calico-typha", "app.kubernetes.io/name", "calico-typha", "pod-template-hash", "6b9f8d7c5d"),
 			image:  "quay.io/calico/typha:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("calico-typha", 5473)}},
-		{ns: "calico-system", name: "calico-kube-controllers-5c8d7b9f6-qw8rt", node: "control", ip: "127.0.100.3", sa: "calico-kube-controllers",
+		{ns: "calico-system", name: "calico-kube-controllers-5c8d7b9f6-qw8rt", node: "control", ip: "192.168.0.3", sa: "calico-kube-controllers",
 			labels: l("k8s-app", "calico-kube-controllers", "app.kubernetes.io/name", "calico-kube-controllers", "pod-template-hash", "5c8d7b9f6"),
 			image:  "quay.io/calico/kube-controllers:" + calicoVersionV},
 		{ns: "tigera-operator", name: "tigera-operator-7d9f6c8b5-m4kzp", node: "control", hostNetwork: true, sa: "tigera-operator",
 			labels: l("k8s-app", "tigera-operator", "name", "tigera-operator", "pod-template-hash", "7d9f6c8b5"),
 			image:  "quay.io/tigera/operator:v1.40.0"},
-		{ns: "app-frontend", name: "frontend-5f7c9d8b6-2kqvx", node: "node1", ip: "127.0.101.4", sa: "default",
+		{ns: "app-frontend", name: "frontend-5f7c9d8b6-2kqvx", node: "node1", ip: "192.168.1.4", sa: "default",
 			labels: l("app", "frontend", "pod-template-hash", "5f7c9d8b6"), image: "nginx:1.29", ports: []corev1.ContainerPort{tcp("http", 8080)}},
-		{ns: "app-frontend", name: "frontend-5f7c9d8b6-7hj4s", node: "node2", ip: "127.0.102.3", sa: "default",
+		{ns: "app-frontend", name: "frontend-5f7c9d8b6-7hj4s", node: "node2", ip: "192.168.2.3", sa: "default",
 			labels: l("app", "frontend", "pod-template-hash", "5f7c9d8b6"), image: "nginx:1.29", ports: []corev1.ContainerPort{tcp("http", 8080)}},
-		{ns: "app-backend", name: "backend-6d8b7c9f5-5rtwz", node: "node1", ip: "127.0.101.5", sa: "default",
+		{ns: "app-backend", name: "backend-6d8b7c9f5-5rtwz", node: "node1", ip: "192.168.1.5", sa: "default",
 			labels: l("app", "backend", "pod-template-hash", "6d8b7c9f5"), image: "busybox:1.37", ports: []corev1.ContainerPort{tcp("api", 9090)}},
-		{ns: "app-backend", name: "backend-6d8b7c9f5-x9mlc", node: "node2", ip: "127.0.102.4", sa: "default",
+		{ns: "app-backend", name: "backend-6d8b7c9f5-x9mlc", node: "node2", ip: "192.168.2.4", sa: "default",
 			labels: l("app", "backend", "pod-template-hash", "6d8b7c9f5"), image: "busybox:1.37", ports: []corev1.ContainerPort{tcp("api", 9090)}},
 	}
 	for i, n := range []string{"control", "node1", "node2"} {
@@ -232,7 +256,7 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 	if withCalicoAPIServer {
 		for i, n := range []string{"node1", "node2"} {
 			pods = append(pods, podSpec{ns: "calico-apiserver", name: "calico-apiserver-84d5b8c6f9-" + []string{"gq7vn", "w2rkd"}[i], node: n,
-				ip: []string{"127.0.101.3", "127.0.102.2"}[i], sa: "calico-apiserver",
+				ip: []string{"192.168.1.3", "192.168.2.2"}[i], sa: "calico-apiserver",
 				labels: l("k8s-app", "calico-apiserver", "apiserver", "true", "app.kubernetes.io/name", "calico-apiserver", "pod-template-hash", "84d5b8c6f9"),
 				image:  "quay.io/calico/apiserver:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("apiserver", 5443)}})
 		}
@@ -244,25 +268,42 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 		return s.Pods[i].Namespace+"/"+s.Pods[i].Name < s.Pods[j].Namespace+"/"+s.Pods[j].Name
 	})
 
+	kcc := map[string]any{"spec": kccSpec("Disabled")}
+	if s.Native {
+		// No kube-controllers in the emulated mode: the status it would write.
+		kcc["status"] = map[string]any{"runningConfig": kccSpec("Disabled")}
+	}
 	s.Calico = []*unstructured.Unstructured{
-		calicoObj("KubeControllersConfiguration", "default", map[string]any{
-			"spec":   kccSpec("Disabled"),
-			"status": map[string]any{"runningConfig": kccSpec("Disabled")},
-		}),
+		calicoObj("KubeControllersConfiguration", "default", kcc),
 		calicoObj("FelixConfiguration", "default", map[string]any{"spec": map[string]any{}}),
-		calicoObj("ClusterInformation", "default", map[string]any{"spec": map[string]any{
-			"calicoVersion":  calicoVersionV,
-			"clusterGUID":    "9d3c1f6e0b2a4c8d9e7f1a2b3c4d5e6f",
-			"clusterType":    "typha,kdd,k8s,operator,bgp",
-			"datastoreReady": true,
-			"variant":        "Calico",
-		}}),
 		calicoObj("IPPool", "default-ipv4-ippool", map[string]any{"spec": map[string]any{
-			"cidr": "127.0.96.0/19", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "CrossSubnet",
+			"cidr": "192.168.0.0/16", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "CrossSubnet",
 			"natOutgoing": true, "nodeSelector": "all()", "allowedUses": []any{"Workload", "Tunnel"},
 		}}),
 	}
+	s.ClusterInformation = map[string]any{
+		"calicoVersion":  calicoVersionV,
+		"clusterGUID":    "9d3c1f6e0b2a4c8d9e7f1a2b3c4d5e6f",
+		"clusterType":    "typha,kdd,k8s,operator,bgp",
+		"datastoreReady": true,
+		"variant":        "Calico",
+	}
+	if s.Native {
+		s.Calico = append(s.Calico, calicoObj("ClusterInformation", "default", map[string]any{"spec": s.ClusterInformation}))
+	} else {
+		s.Calico = append(s.Calico, builtinTiers()...)
+	}
 	return s
+}
+
+// builtinTiers are the tiers Calico creates on start-up (libcalico-go's
+// EnsureInitialized): reset keeps them and never rewrites them.
+func builtinTiers() []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, name := range []string{"default", "adminnetworkpolicy", "baselineadminnetworkpolicy"} {
+		out = append(out, calicoObj("Tier", name, map[string]any{"metadata": map[string]any{"name": name}}))
+	}
+	return out
 }
 
 // kccSpec is KubeControllersConfiguration `default` as the Tigera operator
@@ -283,7 +324,9 @@ func kccSpec(autoCreate string) map[string]any {
 		"etcdV3CompactionPeriod": "10m0s",
 		"healthChecks":           "Enabled",
 		"logSeverityScreen":      "Info",
-		"prometheusMetricsPort":  int64(9094),
+		// The operator's 9094 would make every lab's kube-controllers bind
+		// :9094 on all interfaces; 0 turns the metrics server off.
+		"prometheusMetricsPort": int64(0),
 	}
 }
 

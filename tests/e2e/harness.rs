@@ -1,5 +1,8 @@
-//! The e2e harness: one real kube-apiserver (tests/controlplane) for the whole
-//! test process, reset to a seed before each test that asks for it.
+//! The e2e harness: one real kube-apiserver (tests/controlplane) with Calico
+//! v3.31.0's own calico-apiserver and calico-kube-controllers for the whole
+//! test process, reset to a seed before each test that asks for it. The
+//! `native` seed (projectcalico.org/v3 served as CRDs, the emulated Calico
+//! 3.32 mode) gets a second control plane of its own, started on first use.
 //!
 //! ```ignore
 //! let c = harness::cluster(harness::Seed::Lab);
@@ -28,16 +31,26 @@ use std::time::{Duration, Instant};
 /// The states the control plane can be reset to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seed {
-    /// k3s-like 3-node cluster (control, node1, node2) with Calico installed by
-    /// the Tigera operator, calico-apiserver pods serving projectcalico.org/v3.
+    /// k3s-like 3-node cluster (control 10.0.0.1, node1, node2; pods in
+    /// 192.168.0.0/16; the API server published at 10.0.0.1:6443) with Calico
+    /// installed by the Tigera operator: the real calico-apiserver serves
+    /// projectcalico.org/v3, the real calico-kube-controllers runs.
     Lab,
-    /// Same, without calico-apiserver pods (Calico serving v3 as CRDs).
+    /// Same, without calico-apiserver pods: projectcalico.org/v3 served as
+    /// CRDs (emulated; a control plane of its own).
     Native,
-    /// Calico CRDs only: no nodes, pods or Calico configuration objects.
+    /// Calico installed (calico-apiserver serving v3, its built-in tiers), no
+    /// nodes, pods, Calico configuration, or kube-controllers.
     Empty,
 }
 
 impl Seed {
+    /// Which control plane serves this seed: 0 = aggregated (real
+    /// calico-apiserver), 1 = native (emulated).
+    fn plane(self) -> usize {
+        usize::from(self == Seed::Native)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Seed::Lab => "lab",
@@ -53,7 +66,11 @@ struct Shared {
     _child: Option<Child>,
 }
 
-static STATE: Mutex<Option<Shared>> = Mutex::new(None);
+/// Serialises `go build`s of the same outputs from parallel tests.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// The aggregated control plane and, once a test asks for it, the native one.
+static STATE: Mutex<[Option<Shared>; 2]> = Mutex::new([None, None]);
 
 fn layout() -> cp::Layout {
     cp::Layout::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,6 +79,20 @@ fn layout() -> cp::Layout {
 /// Where the harness builds `controlplane` and `kubectl`.
 pub fn bin_dir() -> PathBuf {
     layout().bin_dir()
+}
+
+/// One of Calico's programs built from tests/calico (building everything
+/// the harness needs first, if stale).
+pub fn calico_program(name: &str) -> PathBuf {
+    let layout = layout();
+    if let Err(e) = cp::find_go() {
+        panic!("{e}");
+    }
+    let _one_build_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = cp::build(&layout, false) {
+        panic!("building the test control plane and Calico's programs: {e}");
+    }
+    layout.calico_bin(name)
 }
 
 /// The kubectl built from the same Kubernetes version as the control plane.
@@ -83,13 +114,17 @@ fn owned_by_another_live_process(dir: &Path) -> bool {
     }
 }
 
-fn start() -> Shared {
+fn start(seed: Seed) -> Shared {
     let layout = layout();
     if let Err(e) = cp::find_go() {
         panic!("{e}");
     }
     let t = Instant::now();
-    match cp::build(&layout, false) {
+    let built = {
+        let _one_build_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+        cp::build(&layout, false)
+    };
+    match built {
         Ok(true) => eprintln!(
             "harness: built the control plane and kubectl in {:.1}s",
             t.elapsed().as_secs_f64()
@@ -98,7 +133,9 @@ fn start() -> Shared {
         Err(e) => panic!("building the test control plane: {e}"),
     }
     let me = std::process::id();
-    let base = layout.target_dir().join("e2e-controlplane");
+    let base = layout
+        .target_dir()
+        .join(["e2e-controlplane", "e2e-controlplane-native"][seed.plane()]);
     if let Some(r) = cp::running(&base).filter(|r| r.owner_pid == Some(me)) {
         return Shared {
             kubeconfig: r.kubeconfig,
@@ -108,14 +145,17 @@ fn start() -> Shared {
     }
     let dir = if owned_by_another_live_process(&base) {
         // Another test process is using it; do not disturb it.
-        layout.target_dir().join(format!("e2e-controlplane-{me}"))
+        base.with_file_name(format!(
+            "{}-{me}",
+            base.file_name().expect("named").to_string_lossy()
+        ))
     } else {
         // Stale (its owner is gone; it would exit within a second anyway).
         let _ = cp::stop(&base);
         base
     };
     let t = Instant::now();
-    let mut child = cp::spawn(&layout, &dir, "lab", Some(me))
+    let mut child = cp::spawn(&layout, &dir, seed.as_str(), Some(me))
         .unwrap_or_else(|e| panic!("starting the test control plane: {e}"));
     let ready = cp::wait_ready(&dir, &mut child, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -138,10 +178,10 @@ pub fn cluster(seed: Seed) -> ClusterGuard {
     let mut lock = STATE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if lock.is_none() {
-        *lock = Some(start());
+    if lock[seed.plane()].is_none() {
+        lock[seed.plane()] = Some(start(seed));
     }
-    let shared = lock.as_ref().expect("started");
+    let shared = lock[seed.plane()].as_ref().expect("started");
     let guard = ClusterGuard {
         dir: shared.dir.clone(),
         kubeconfig: shared.kubeconfig.clone(),
@@ -155,13 +195,17 @@ pub fn cluster(seed: Seed) -> ClusterGuard {
 pub struct ClusterGuard {
     dir: PathBuf,
     kubeconfig: PathBuf,
-    _lock: MutexGuard<'static, Option<Shared>>,
+    _lock: MutexGuard<'static, [Option<Shared>; 2]>,
 }
 
-/// A position in DIR/audit.log.
+/// The audit logs: kube-apiserver's, and calico-apiserver's for the
+/// projectcalico.org/v3 requests kube-apiserver only proxies to it.
+const AUDIT_LOGS: [&str; 2] = ["audit.log", "calico-apiserver-audit.log"];
+
+/// A position in both audit logs.
 #[derive(Clone, Debug)]
 pub struct AuditMark {
-    offset: u64,
+    offsets: [u64; 2],
 }
 
 /// One write request made with a kubeconfig identity (admin or limited),
@@ -201,7 +245,21 @@ impl ClusterGuard {
         bin_dir()
     }
 
-    /// Resets to another seed without releasing the guard.
+    /// Restarts the real calico-kube-controllers with these environment
+    /// overrides (`NAME=value`, e.g. `AUTO_HOST_ENDPOINTS=disabled`; none =
+    /// its defaults), as editing its Deployment would; the next reset clears
+    /// them. Returns once it has reported its running configuration.
+    pub fn set_kube_controllers_env(&self, overrides: &[&str]) {
+        if let Err(e) = cp::set_kube_controllers_env(&self.dir, overrides) {
+            panic!(
+                "{e}\nlast lines of the control plane's log:\n{}",
+                cp::log_tail(&self.dir, 30)
+            );
+        }
+    }
+
+    /// Resets to another seed without releasing the guard (seeds served by
+    /// the same control plane only: lab and empty).
     pub fn reset(&self, seed: Seed) {
         if let Err(e) = cp::reset(&self.dir, seed.as_str()) {
             panic!(
@@ -287,60 +345,76 @@ impl ClusterGuard {
             .unwrap_or_else(|e| panic!("kubectl {a:?} printed invalid JSON ({e}): {out}"))
     }
 
-    fn audit_log(&self) -> PathBuf {
-        self.dir.join("audit.log")
+    fn audit_lens(&self) -> [u64; 2] {
+        AUDIT_LOGS.map(|log| {
+            fs::metadata(self.dir.join(log))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
     }
 
-    fn audit_len(&self) -> u64 {
-        fs::metadata(self.audit_log()).map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// The audit log is appended after responses are sent: wait until it has
-    /// not grown for 200 ms (at most 2 s).
-    fn wait_audit_quiet(&self) -> u64 {
+    /// The audit logs are appended after responses are sent: wait until they
+    /// have not grown for 200 ms (at most 2 s).
+    fn wait_audit_quiet(&self) -> [u64; 2] {
         let start = Instant::now();
-        let mut len = self.audit_len();
+        let mut lens = self.audit_lens();
         let mut stable_since = Instant::now();
         while start.elapsed() < Duration::from_secs(2) {
             std::thread::sleep(Duration::from_millis(25));
-            let now = self.audit_len();
-            if now != len {
-                len = now;
+            let now = self.audit_lens();
+            if now != lens {
+                lens = now;
                 stable_since = Instant::now();
             } else if stable_since.elapsed() >= Duration::from_millis(200) {
                 break;
             }
         }
-        len
+        lens
     }
 
-    /// The current end of DIR/audit.log.
+    /// The current end of the audit logs.
     pub fn audit_mark(&self) -> AuditMark {
         AuditMark {
-            offset: self.wait_audit_quiet(),
+            offsets: self.wait_audit_quiet(),
         }
     }
 
     /// Write requests (create, update, patch, delete, deletecollection) made
-    /// with kubeconfig identities since `mark`, excluding dry-run requests.
-    /// The control plane's own identities never appear in the audit log.
+    /// with kubeconfig identities since `mark`, excluding dry-run requests,
+    /// from both audit logs. The control plane's own identities and Calico's
+    /// components never appear in them.
     pub fn writes_since(&self, mark: &AuditMark) -> Vec<AuditEvent> {
-        let end = self.wait_audit_quiet();
-        let mut text = String::new();
-        if end > mark.offset {
-            let mut f = fs::File::open(self.audit_log()).expect("opening audit.log");
-            f.seek(SeekFrom::Start(mark.offset))
-                .expect("seeking audit.log");
-            f.take(end - mark.offset)
-                .read_to_string(&mut text)
-                .expect("reading audit.log");
+        let ends = self.wait_audit_quiet();
+        let mut events = Vec::new();
+        for (i, log) in AUDIT_LOGS.iter().enumerate() {
+            let text = read_range(&self.dir.join(log), mark.offsets[i], ends[i]);
+            events.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|ev| {
+                        parse_event(&ev)
+                            .map(|e| (ev["stageTimestamp"].as_str().map(str::to_string), e))
+                    }),
+            );
         }
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|ev| parse_event(&ev))
-            .collect()
+        // One timeline: both servers stamp events with microsecond RFC 3339 times.
+        events.sort_by(|a, b| a.0.cmp(&b.0));
+        events.into_iter().map(|(_, e)| e).collect()
     }
+}
+
+fn read_range(path: &Path, from: u64, to: u64) -> String {
+    let mut text = String::new();
+    if to > from {
+        let mut f =
+            fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        f.seek(SeekFrom::Start(from)).expect("seeking an audit log");
+        f.take(to - from)
+            .read_to_string(&mut text)
+            .expect("reading an audit log");
+    }
+    text
 }
 
 fn check_ok(args: &[&str], out: Output) -> String {
@@ -373,7 +447,11 @@ fn parse_event(ev: &serde_json::Value) -> Option<AuditEvent> {
     let user = ev.pointer("/user/username").and_then(s).unwrap_or_default();
     if matches!(
         user.as_str(),
-        "system:apiserver" | "calico-harden-seeder" | "calico-harden-emulator"
+        "system:apiserver"
+            | "calico-harden-seeder"
+            | "calico-harden-emulator"
+            | "calico-apiserver"
+            | "calico-kube-controllers"
     ) {
         return None;
     }

@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 
 use crate::faults_e2e::FaultProxy;
 use crate::harness::{self, ClusterGuard, Seed};
-use crate::stages_e2e::{
-    Run, calico_harden, calico_harden_env, calico_state, make_api_port_failsafe, with_kubeconfig,
-};
+use crate::stages_e2e::{Run, calico_harden, calico_harden_env, calico_state, with_kubeconfig};
 use crate::tutorial_render::plugin;
 
 const TEST_LABEL: &str = "calico-harden-test=true";
@@ -51,7 +49,6 @@ fn a_process_killed_at_each_write_of_lockdown_can_be_rolled_back() {
     let c = harness::cluster(Seed::Lab);
     calico_harden(&c, &["up", "--yes"]);
     calico_harden(&c, &["enable-hep", "--wait", "--yes"]);
-    make_api_port_failsafe(&c);
     let ready = calico_state(&c);
     for writes in 1..=2 {
         let killed = calico_harden_env(
@@ -252,9 +249,6 @@ fn walk_through(c: &ClusterGuard) -> Vec<(String, Run, usize)> {
     ];
     let mut runs = Vec::new();
     for step in steps {
-        if step[0] == "lockdown" {
-            make_api_port_failsafe(c);
-        }
         let mark = c.audit_mark();
         let mut args = vec!["--context", "limited"];
         args.extend_from_slice(step);

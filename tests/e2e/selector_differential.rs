@@ -1,7 +1,7 @@
 //! Differential test: `calico::selector` against Calico's own Go implementation.
 //!
-//! Builds the oracle in `tests/selector_oracle` (a thin wrapper around
-//! `libcalico-go/lib/selector`) with `go build`, feeds it thousands of deterministic
+//! Builds the oracle `tests/calico/cmd/selector-oracle` (a thin wrapper around Calico
+//! v3.31.0's `libcalico-go/lib/selector`) with the test control plane's Calico programs, feeds it thousands of deterministic
 //! pseudo-random selectors and label sets in one process invocation, and requires the Rust
 //! implementation to agree on parse success, canonical form and match result for every case.
 
@@ -428,33 +428,10 @@ fn tail_from(s: &str, at: usize) -> String {
     s.chars().skip(at.saturating_sub(20)).collect()
 }
 
+/// Calico's selector oracle, built from tests/calico with Calico v3.31.0 (the same
+/// release as the control plane's calico-apiserver and kube-controllers).
 fn build_oracle() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/selector_oracle");
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is inside the target directory")
-        .join("selector-oracle");
-    std::fs::create_dir_all(&out_dir).expect("create target/selector-oracle");
-    let bin = out_dir.join("selector-oracle");
-    let status = Command::new("go")
-        .args(["build", "-buildvcs=false", "-o"])
-        .arg(&bin)
-        .arg(".")
-        .current_dir(&src)
-        .status();
-    match status {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "the Go toolchain (`go`) was not found on PATH. The selector differential test needs Go \
-             (>= 1.23) to build Calico's selector implementation from tests/selector_oracle; \
-             install Go and re-run."
-        ),
-        Err(e) => panic!("could not run `go build` for tests/selector_oracle: {e}"),
-        Ok(s) if !s.success() => panic!(
-            "`go build` of the Go selector oracle in {} failed ({s}); see the Go output above",
-            src.display()
-        ),
-        Ok(_) => bin,
-    }
+    crate::harness::calico_program("calico-selector-oracle")
 }
 
 /// Runs every case through one oracle process and returns its answers, in order.

@@ -268,10 +268,10 @@ fn every_stage_applies_once_is_idempotent_and_dry_runs_write_nothing() {
         "calico-system",
         "calico-kube-controllers-to-apiserver",
     ]);
-    // The detected port (random here), not the tutorial's 6443.
+    // The port detected from the kubernetes EndpointSlice (6443 on the lab, as on kubeadm).
     let plan = plan_json(&c);
     let port = plan["facts"]["apiserver_port"].as_u64().unwrap();
-    assert_ne!(port, 6443);
+    assert_eq!(port, 6443);
     let kapi = get_json(
         &c,
         &[
@@ -469,13 +469,7 @@ fn enable_hep_waits_for_host_endpoints_and_disable_removes_them() {
 #[test]
 fn enable_hep_warns_when_an_environment_variable_overrides_the_spec() {
     let c = harness::cluster(Seed::Lab);
-    c.kubectl_ok(&[
-        "annotate",
-        "kubecontrollersconfigurations.projectcalico.org",
-        "default",
-        "calico-harden-test/env-override-autocreate=Disabled",
-    ]);
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    c.set_kube_controllers_env(&["AUTO_HOST_ENDPOINTS=disabled"]);
     let run = calico_harden(&c, &["enable-hep", "--yes", "--wait", "--timeout", "3s"]);
     assert!(
         run.stderr.contains("still runs with autoCreate=Disabled: an environment variable (AUTO_HOST_ENDPOINTS) overrides the spec"),
@@ -512,13 +506,33 @@ fn lockdown_refuses_until_everything_is_in_place_then_succeeds() {
 
     calico_harden(&c, &["up", "--yes"]).ok();
     calico_harden(&c, &["enable-hep", "--wait", "--yes"]).ok();
+    // An operator who narrowed Felix's failsafe ports to SSH only: the API server's port is no
+    // longer failsafe, so lockdown refuses.
+    let ssh_only = json!({"spec": {"failsafeInboundHostPorts": [{"protocol": "TCP", "port": 22}]}});
+    c.kubectl_ok(&[
+        "patch",
+        "felixconfigurations.projectcalico.org",
+        "default",
+        "--type=merge",
+        "-p",
+        &ssh_only.to_string(),
+    ]);
     let refused = calico_harden(&c, &["lockdown", "--yes"]);
     assert!(
         refused.stderr.contains("failsafe ports"),
         "only the failsafe check fails: {}",
         refused.stderr
     );
-    make_api_port_failsafe(&c);
+    // Felix's defaults include 6443, the port the lab's API server is published on: lockdown
+    // goes through without --force.
+    c.kubectl_ok(&[
+        "patch",
+        "felixconfigurations.projectcalico.org",
+        "default",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/failsafeInboundHostPorts"}]"#,
+    ]);
     let locked = calico_harden(&c, &["lockdown", "--yes"]).ok();
     assert!(
         locked.stderr.contains("fresh connections"),
@@ -538,7 +552,6 @@ fn lockdown_restores_the_safety_net_when_new_connections_fail() {
     let c = harness::cluster(Seed::Lab);
     calico_harden(&c, &["up", "--yes"]).ok();
     calico_harden(&c, &["enable-hep", "--wait", "--yes"]).ok();
-    make_api_port_failsafe(&c);
     let run = calico_harden_env(
         &c,
         &["lockdown", "--yes"],

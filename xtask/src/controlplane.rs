@@ -1,5 +1,7 @@
 //! Building, starting, resetting and stopping the test control plane
-//! (`tests/controlplane`, a Go program: embedded etcd + kube-apiserver).
+//! (`tests/controlplane`, a Go program: embedded etcd + kube-apiserver) and
+//! Calico v3.31.0's own programs it runs (`tests/calico`, a Go module of its
+//! own: calico-apiserver, calico-kube-controllers, the selector oracle).
 //!
 //! std only: this file is used by the xtask binary and, through
 //! `#[path = "../../xtask/src/controlplane.rs"]`, by the e2e test harness
@@ -15,11 +17,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The Calico Go module whose CRD manifests the control plane serves
-/// (re-grouped as projectcalico.org/v3; see tests/controlplane/README.md).
+/// The Calico Go module (v3.31.0) whose programs and CRD manifests the
+/// control plane runs; its version is pinned in tests/calico/go.mod.
 pub const CALICO_MODULE: &str = "github.com/projectcalico/calico";
-/// The only version of it the Go module proxy serves.
-pub const CALICO_VERSION: &str = "v1.11.0-cni-plugin.0.20250813170300-a0db560f0520";
+/// The Calico release those programs report (`-X .../buildinfo.Version`).
+pub const CALICO_RELEASE: &str = "v3.31.0";
+const CALICO_GIT_REVISION: &str = "b1f3c43f8437";
+/// Calico's pseudo-versions are not in the checksum database; go.sum pins them.
+const CALICO_NOSUMDB: &str = "github.com/projectcalico";
+/// Calico's programs: (binary name, Go package).
+pub const CALICO_PROGRAMS: &[(&str, &str)] = &[
+    (
+        "calico-apiserver",
+        "github.com/projectcalico/calico/apiserver/cmd/apiserver",
+    ),
+    (
+        "calico-kube-controllers",
+        "github.com/projectcalico/calico/kube-controllers/cmd/kube-controllers",
+    ),
+    ("calico-selector-oracle", "./cmd/selector-oracle"),
+];
 /// Where Calico keeps its CRD manifests inside that module.
 pub const CALICO_CRD_SUBDIR: &str = "libcalico-go/config/crd";
 
@@ -71,6 +88,20 @@ impl Layout {
     pub fn kubectl_bin(&self) -> PathBuf {
         self.bin_dir().join("kubectl")
     }
+
+    /// The Go module that builds Calico's programs.
+    pub fn calico_src_dir(&self) -> PathBuf {
+        self.root.join("tests").join("calico")
+    }
+
+    /// Where Calico's programs are built.
+    pub fn calico_bin_dir(&self) -> PathBuf {
+        self.target_dir().join("calico").join("bin")
+    }
+
+    pub fn calico_bin(&self, name: &str) -> PathBuf {
+        self.calico_bin_dir().join(name)
+    }
 }
 
 /// The `go` binary: `$GO`, then `go` on PATH, then `$GOROOT/bin/go`, then
@@ -97,7 +128,7 @@ pub fn find_go() -> Result<PathBuf, String> {
 
 fn go_command(go: &Path, dir: &Path) -> Command {
     let mut cmd = Command::new(go);
-    cmd.current_dir(dir);
+    cmd.current_dir(dir).env("GONOSUMDB", CALICO_NOSUMDB);
     // The tree is not always a git checkout (CI clones, tarballs).
     let flags = std::env::var("GOFLAGS").unwrap_or_default();
     if !flags.contains("-buildvcs") {
@@ -127,15 +158,72 @@ fn mtime(p: &Path) -> Option<SystemTime> {
     fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// True when both binaries exist and are newer than every file in
-/// tests/controlplane.
-pub fn binaries_fresh(layout: &Layout) -> bool {
-    let Ok(src) = newest_mtime(&layout.src_dir()) else {
+fn all_newer_than(bins: &[PathBuf], src_dir: &Path) -> bool {
+    let Ok(src) = newest_mtime(src_dir) else {
         return false;
     };
-    [layout.controlplane_bin(), layout.kubectl_bin()]
+    bins.iter().all(|b| mtime(b).is_some_and(|m| m > src))
+}
+
+/// True when every binary exists and is newer than every file of the Go
+/// module it is built from.
+pub fn binaries_fresh(layout: &Layout) -> bool {
+    let calico: Vec<PathBuf> = CALICO_PROGRAMS
         .iter()
-        .all(|b| mtime(b).is_some_and(|m| m > src))
+        .map(|(name, _)| layout.calico_bin(name))
+        .collect();
+    all_newer_than(
+        &[layout.controlplane_bin(), layout.kubectl_bin()],
+        &layout.src_dir(),
+    ) && all_newer_than(&calico, &layout.calico_src_dir())
+}
+
+fn touch(bins: &[PathBuf]) {
+    // go build leaves an up-to-date binary's mtime alone; make freshness
+    // checks hold after a no-op build too.
+    for b in bins {
+        if let Ok(f) = fs::File::options().append(true).open(b) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+}
+
+fn run_go_build(go: &Path, dir: &Path, args: &[String]) -> Result<(), String> {
+    let status = go_command(go, dir)
+        .arg("build")
+        .args(args)
+        .env("CGO_ENABLED", "0")
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("running {}: {e}", go.display()))?;
+    if !status.success() {
+        return Err(format!("go build in {} failed ({status})", dir.display()));
+    }
+    Ok(())
+}
+
+/// Builds Calico's programs from tests/calico into `calico_bin_dir()`.
+fn build_calico(layout: &Layout, go: &Path) -> Result<(), String> {
+    let bin = layout.calico_bin_dir();
+    fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
+    let ldflags = format!(
+        "-ldflags=-s -w -X github.com/projectcalico/calico/pkg/buildinfo.Version={CALICO_RELEASE} \
+         -X github.com/projectcalico/calico/pkg/buildinfo.GitRevision={CALICO_GIT_REVISION}"
+    );
+    let mut built = Vec::new();
+    for (name, package) in CALICO_PROGRAMS {
+        let out = layout.calico_bin(name);
+        let args = [
+            ldflags.clone(),
+            "-o".to_string(),
+            out.display().to_string(),
+            (*package).to_string(),
+        ];
+        run_go_build(go, &layout.calico_src_dir(), &args)?;
+        built.push(out);
+    }
+    touch(&built);
+    Ok(())
 }
 
 /// Builds `controlplane` and `kubectl` into `bin_dir()` unless they are
@@ -147,45 +235,32 @@ pub fn build(layout: &Layout, force: bool) -> Result<bool, String> {
     }
     let bin = layout.bin_dir();
     fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
-    let mut out_dir = bin.into_os_string();
-    out_dir.push("/");
-    let status = go_command(&go, &layout.src_dir())
-        .args(["build", "-ldflags=-s -w", "-o"])
-        .arg(&out_dir)
-        .args([".", "k8s.io/kubernetes/cmd/kubectl"])
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("running {}: {e}", go.display()))?;
-    if !status.success() {
-        return Err(format!(
-            "go build in {} failed ({status})",
-            layout.src_dir().display()
-        ));
-    }
-    // go build leaves an up-to-date binary's mtime alone; make freshness
-    // checks hold after a no-op build too.
-    for b in [layout.controlplane_bin(), layout.kubectl_bin()] {
-        if let Ok(f) = fs::File::options().append(true).open(&b) {
-            let _ = f.set_modified(SystemTime::now());
-        }
-    }
+    let args = [
+        "-ldflags=-s -w".to_string(),
+        "-o".to_string(),
+        format!("{}/", bin.display()),
+        ".".to_string(),
+        "k8s.io/kubernetes/cmd/kubectl".to_string(),
+    ];
+    run_go_build(&go, &layout.src_dir(), &args)?;
+    touch(&[layout.controlplane_bin(), layout.kubectl_bin()]);
+    build_calico(layout, &go)?;
     Ok(true)
 }
 
 /// The directory of Calico's CRD manifests in the Go module cache
-/// (downloads the pinned module if needed).
+/// (downloads the module pinned in tests/calico/go.mod if needed).
 pub fn calico_crd_dir(layout: &Layout) -> Result<PathBuf, String> {
     let go = find_go()?;
-    let out = go_command(&go, &layout.src_dir())
-        .args(["mod", "download", "-json"])
-        .arg(format!("{CALICO_MODULE}@{CALICO_VERSION}"))
+    let out = go_command(&go, &layout.calico_src_dir())
+        .args(["mod", "download", "-json", CALICO_MODULE])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("running {}: {e}", go.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
-            "go mod download {CALICO_MODULE}@{CALICO_VERSION} failed: {}{}",
+            "go mod download {CALICO_MODULE} (tests/calico) failed: {}{}",
             text,
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -317,7 +392,11 @@ pub fn spawn(
         .arg("--seed")
         .arg(seed)
         .arg("--calico-crd-dir")
-        .arg(&crd_dir);
+        .arg(&crd_dir)
+        .arg("--calico-apiserver")
+        .arg(layout.calico_bin("calico-apiserver"))
+        .arg("--calico-kube-controllers")
+        .arg(layout.calico_bin("calico-kube-controllers"));
     if let Some(pid) = owner_pid {
         cmd.arg("--owner-pid").arg(pid.to_string());
     }
@@ -386,12 +465,9 @@ pub fn stop(dir: &Path) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Asks the running control plane in `dir` to reset to `seed`; returns the
-/// time the reset took inside the control plane.
-pub fn reset(dir: &Path, seed: &str) -> Result<Duration, String> {
-    if !SEEDS.contains(&seed) {
-        return Err(format!("unknown seed {seed:?} (want one of {SEEDS:?})"));
-    }
+/// Sends one command line to the running control plane in `dir` over its
+/// control socket; returns the milliseconds it took there.
+fn control(dir: &Path, line: &str) -> Result<Duration, String> {
     let sock = dir.join("control.sock");
     let mut stream = UnixStream::connect(&sock).map_err(|e| {
         format!(
@@ -400,9 +476,9 @@ pub fn reset(dir: &Path, seed: &str) -> Result<Duration, String> {
         )
     })?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(90)))
+        .set_read_timeout(Some(Duration::from_secs(120)))
         .map_err(|e| e.to_string())?;
-    writeln!(stream, "reset {seed}").map_err(|e| e.to_string())?;
+    writeln!(stream, "{line}").map_err(|e| e.to_string())?;
     let mut reply = String::new();
     BufReader::new(&stream)
         .read_line(&mut reply)
@@ -410,9 +486,34 @@ pub fn reset(dir: &Path, seed: &str) -> Result<Duration, String> {
     let reply = reply.trim();
     match reply.strip_prefix("ok ") {
         Some(ms) => Ok(Duration::from_millis(ms.parse().unwrap_or(0))),
-        None => Err(format!(
-            "reset to {seed} failed: {}",
-            reply.strip_prefix("error ").unwrap_or(reply)
-        )),
+        None => Err(reply.strip_prefix("error ").unwrap_or(reply).to_string()),
     }
+}
+
+/// Asks the running control plane in `dir` to reset to `seed`; returns the
+/// time the reset took inside the control plane.
+pub fn reset(dir: &Path, seed: &str) -> Result<Duration, String> {
+    if !SEEDS.contains(&seed) {
+        return Err(format!("unknown seed {seed:?} (want one of {SEEDS:?})"));
+    }
+    control(dir, &format!("reset {seed}")).map_err(|e| format!("reset to {seed} failed: {e}"))
+}
+
+/// Restarts the real calico-kube-controllers of the control plane in `dir`
+/// with these environment overrides (`NAME=value`; none = back to its
+/// defaults), as editing its Deployment would. Returns once it has reported
+/// its running configuration.
+pub fn set_kube_controllers_env(dir: &Path, overrides: &[&str]) -> Result<Duration, String> {
+    if let Some(bad) = overrides
+        .iter()
+        .find(|o| !o.contains('=') || o.contains(char::is_whitespace))
+    {
+        return Err(format!("not NAME=value: {bad:?}"));
+    }
+    let mut line = String::from("kube-controllers-env");
+    for o in overrides {
+        line.push(' ');
+        line.push_str(o);
+    }
+    control(dir, &line).map_err(|e| format!("restarting calico-kube-controllers: {e}"))
 }
