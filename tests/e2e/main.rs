@@ -8,6 +8,7 @@ mod controlplane_smoke;
 mod faults_e2e;
 mod harness;
 mod krew_e2e;
+mod pty_e2e;
 mod reliability_e2e;
 mod selector_differential;
 mod stages_e2e;
