@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use http::{Method, Request, header};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::errors::{Target, api_error, describe};
@@ -46,6 +48,22 @@ pub fn calico_target(
         namespace: namespace.map(str::to_string),
         name: name.map(str::to_string),
     }
+}
+
+/// One page of a LIST answer: the items and where the next page starts.
+#[derive(Deserialize)]
+struct Page<T> {
+    #[serde(default)]
+    metadata: PageMetadata,
+    /// Kubernetes answers `null` for an empty list in some versions.
+    #[serde(default = "Option::default")]
+    items: Option<Vec<T>>,
+}
+
+#[derive(Deserialize, Default)]
+struct PageMetadata {
+    #[serde(rename = "continue", default)]
+    continue_token: Option<String>,
 }
 
 enum Outcome {
@@ -142,6 +160,24 @@ impl Api {
         target: &Target,
     ) -> Result<Option<Vec<Value>>> {
         let mut items = Vec::new();
+        let served = self
+            .list_pages(path, label_selector, target, |page: Vec<Value>| {
+                items.extend(page)
+            })
+            .await?;
+        Ok(served.then_some(items))
+    }
+
+    /// LIST page by page (`limit`/`continue`), handing each page's items to `on_page` as `T`:
+    /// only the fields `T` names are kept, and a page's text is dropped before the next one is
+    /// asked for. False when the resource type is not served.
+    pub async fn list_pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        label_selector: Option<&str>,
+        target: &Target,
+        mut on_page: impl FnMut(Vec<T>),
+    ) -> Result<bool> {
         let mut continue_token: Option<String> = None;
         loop {
             let mut query = form_urlencoded::Serializer::new(String::new());
@@ -153,23 +189,22 @@ impl Api {
                 query.append_pair("continue", token);
             }
             let uri = format!("{path}?{}", query.finish());
-            let page = match self
+            let page: Page<T> = match self
                 .send(Method::GET, &uri, None, None, target, true)
                 .await?
             {
-                Outcome::Ok(text) => Self::parse(&text, target)?,
-                Outcome::NotFound => return Ok(None),
+                Outcome::Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Cluster {
+                    context: target.describe(),
+                    message: format!("the server's answer is not a list: {e}"),
+                    hint: None,
+                    status: None,
+                })?,
+                Outcome::NotFound => return Ok(false),
             };
-            if let Some(Value::Array(page_items)) = page.get("items") {
-                items.extend(page_items.iter().cloned());
-            }
-            continue_token = page
-                .pointer("/metadata/continue")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
+            on_page(page.items.unwrap_or_default());
+            continue_token = page.metadata.continue_token.filter(|t| !t.is_empty());
             if continue_token.is_none() {
-                return Ok(Some(items));
+                return Ok(true);
             }
         }
     }

@@ -1,15 +1,21 @@
-//! Read everything the facts and the plan need: one LIST (or one GET) per kind, all at once.
+//! Read what a command needs (its [`Observe`]): one LIST (or one GET) per kind, all at once,
+//! page by page. Nodes, pods and namespaces are the lists that grow with a fleet; of them only
+//! the fields the facts and the flow engine read are kept (the `*Fields` structs below), so a
+//! page's text and a whole object are never held longer than it takes to pick those out.
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::Cluster;
 use super::api::{calico_path, calico_target};
 use super::errors::Target;
 use crate::calico::policy::CalicoKind;
 use crate::error::{Error, Result};
-use crate::facts::{CalicoApiMode, Inventory, is_system_pod};
-// The snapshot type lives in a pure module; re-exported so callers read it where it is made.
-pub use crate::live::LiveState;
+use crate::facts::{CalicoApiMode, Inventory, SYSTEM_POD_LABEL_SELECTOR, is_system_pod};
+use crate::ui::progress::Progress;
+// The snapshot types live in a pure module; re-exported so callers read them where they are made.
+pub use crate::live::{LiveState, Observe, PodQuery, PodScope};
 
 fn core_target(resource: &str) -> Target {
     Target {
@@ -113,6 +119,112 @@ async fn list_core(
         .unwrap_or_default())
 }
 
+/// LIST a kind page by page, keeping only the fields `T` names, each item back as JSON for the
+/// facts and the engine; counts the items on `progress` as `what`.
+async fn list_pruned<T: DeserializeOwned + Serialize>(
+    cluster: &Cluster,
+    path: &str,
+    selector: Option<&str>,
+    resource: &str,
+    progress: &Progress,
+    what: &'static str,
+) -> Result<Vec<Value>> {
+    let mut items = Vec::new();
+    cluster
+        .api
+        .list_pages(path, selector, &core_target(resource), |page: Vec<T>| {
+            progress.add(what, page.len());
+            items.extend(
+                page.into_iter()
+                    .map(|item| serde_json::to_value(item).expect("plain structs serialise")),
+            );
+        })
+        .await?;
+    Ok(items)
+}
+
+async fn list_nodes(cluster: &Cluster, progress: &Progress) -> Result<Vec<Value>> {
+    list_pruned::<NodeFields>(cluster, "/api/v1/nodes", None, "nodes", progress, "nodes").await
+}
+
+async fn list_pod_query(
+    cluster: &Cluster,
+    query: &PodQuery,
+    progress: &Progress,
+) -> Result<Vec<Value>> {
+    let path = match &query.namespace {
+        Some(namespace) => format!("/api/v1/namespaces/{namespace}/pods"),
+        None => "/api/v1/pods".to_string(),
+    };
+    list_pruned::<PodFields>(
+        cluster,
+        &path,
+        query.label_selector.as_deref(),
+        "pods",
+        progress,
+        "pods",
+    )
+    .await
+}
+
+/// The pods `scope` asks for, in the order one LIST of every pod returns them (by namespace,
+/// then name), each once.
+async fn list_pods(cluster: &Cluster, scope: &PodScope, progress: &Progress) -> Result<Vec<Value>> {
+    let system = PodQuery {
+        namespace: None,
+        label_selector: Some(SYSTEM_POD_LABEL_SELECTOR.to_string()),
+    };
+    let queries = match scope {
+        PodScope::Every => {
+            let every = PodQuery {
+                namespace: None,
+                label_selector: None,
+            };
+            return list_pod_query(cluster, &every, progress).await;
+        }
+        PodScope::System => return list_pod_query(cluster, &system, progress).await,
+        PodScope::Also(queries) => std::iter::once(&system).chain(queries),
+    };
+    let lists = futures::future::try_join_all(
+        queries.map(|query| list_pod_query(cluster, query, progress)),
+    )
+    .await?;
+    Ok(merge_pods(lists.into_iter().flatten()))
+}
+
+/// `namespace/name`: the key the API server stores and lists pods by.
+fn pod_key(pod: &Value) -> String {
+    let at = |pointer| {
+        pod.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    format!("{}/{}", at("/metadata/namespace"), at("/metadata/name"))
+}
+
+/// Pods from several LISTs, each once, sorted as one LIST of every pod returns them.
+fn merge_pods(pods: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let by_key: std::collections::BTreeMap<String, Value> =
+        pods.into_iter().map(|pod| (pod_key(&pod), pod)).collect();
+    by_key.into_values().collect()
+}
+
+/// Read the pods `scope` adds to what `live` holds (a stage's flow report, once the stage's
+/// policies are known).
+pub async fn observe_pods(cluster: &Cluster, live: &mut LiveState, scope: &PodScope) -> Result<()> {
+    if *scope == PodScope::System {
+        return Ok(());
+    }
+    let progress = Progress::start("reading pods");
+    let pods = list_pods(cluster, scope, &progress).await?;
+    let inventory = &mut live.inventory;
+    inventory.pods = match scope {
+        PodScope::Every => pods,
+        _ => merge_pods(std::mem::take(&mut inventory.pods).into_iter().chain(pods)),
+    };
+    Ok(())
+}
+
 /// IPPools tell which encapsulation is in use; without permission to read them the flow check
 /// assumes VXLAN and says so, so their absence never fails a command.
 async fn list_ip_pools(cluster: &Cluster) -> Result<Option<Vec<Value>>> {
@@ -150,26 +262,40 @@ async fn list_k8s_network_policies(cluster: &Cluster) -> Result<Option<Vec<Value
 /// Nodes and host endpoints only: what `enable-hep --wait` polls, two LISTs a round instead of
 /// the whole inventory.
 pub async fn nodes_and_host_endpoints(cluster: &Cluster) -> Result<(Vec<Value>, Vec<Value>)> {
+    let progress = Progress::start("reading nodes and host endpoints");
     tokio::try_join!(
-        list_core(cluster, "/api/v1/nodes", None, "nodes"),
+        list_nodes(cluster, &progress),
         list_calico(cluster, CalicoKind::HostEndpoint),
     )
 }
 
-/// Read the cluster. Fails with a clear message when projectcalico.org/v3 is not served.
+/// Read the whole cluster, every pod included (the flow check over every workload). Fails with
+/// a clear message when projectcalico.org/v3 is not served.
 pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
+    fetch_observed(cluster, &Observe::everything()).await
+}
+
+/// Read what `observe` asks for, every LIST in parallel and page by page.
+pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<LiveState> {
+    let progress = Progress::start("reading the cluster");
     let (mode, nodes, slices, pods, namespaces) = tokio::try_join!(
         calico_api_mode(cluster),
-        list_core(cluster, "/api/v1/nodes", None, "nodes"),
+        list_nodes(cluster, &progress),
         list_core(
             cluster,
             "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
             Some("kubernetes.io/service-name=kubernetes"),
             "endpointslices.discovery.k8s.io",
         ),
-        // Every pod: the flow check needs application pods too; the facts filter system pods.
-        list_core(cluster, "/api/v1/pods", None, "pods"),
-        list_core(cluster, "/api/v1/namespaces", None, "namespaces"),
+        list_pods(cluster, &observe.pods, &progress),
+        list_pruned::<NamespaceFields>(
+            cluster,
+            "/api/v1/namespaces",
+            None,
+            "namespaces",
+            &progress,
+            "namespaces",
+        ),
     )?;
     if mode == CalicoApiMode::NotServed {
         return Err(not_served_error());
@@ -201,4 +327,285 @@ pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
         global_network_policies: gnps,
         network_policies: nps,
     })
+}
+
+// The fields kept of the objects that grow with a fleet. Every field the facts
+// (`facts::detect`), the engine (`engine::build`, `engine::scenario`) or a command reads from a
+// node, pod or namespace must be named here, or it reads as absent.
+
+#[derive(Debug, Deserialize, Serialize)]
+struct MetadataFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    labels: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct NamespaceFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<MetadataFields>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct NodeFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<MetadataFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<NodeStatusFields>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct NodeStatusFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    addresses: Option<Vec<NodeAddressFields>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct NodeAddressFields {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct PodFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<MetadataFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spec: Option<PodSpecFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<PodStatusFields>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host_network: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    containers: Option<Vec<ContainerFields>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct ContainerFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ports: Option<Vec<ContainerPortFields>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPortFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    container_port: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct PodStatusFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phase: Option<String>,
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pod_ip: Option<String>,
+    #[serde(default, rename = "podIPs", skip_serializing_if = "Option::is_none")]
+    pod_ips: Option<Vec<PodIpFields>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct PodIpFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::stages::{StageId, StageOptions};
+
+    fn pruned<T: DeserializeOwned + Serialize>(object: &Value) -> Value {
+        let fields: T = serde_json::from_value(object.clone()).unwrap();
+        serde_json::to_value(fields).unwrap()
+    }
+
+    /// Objects as the API server returns them, with what the facts and the engine never read.
+    fn full_node(name: &str, ip: &str, control: bool) -> Value {
+        let mut labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
+                                "kubernetes.io/arch": "amd64"});
+        if control {
+            labels["node-role.kubernetes.io/control-plane"] = json!("");
+        }
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": name, "labels": labels, "uid": "u", "resourceVersion": "7",
+                            "annotations": {"projectcalico.org/IPv4Address": format!("{ip}/24")},
+                            "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]},
+               "spec": {"podCIDR": "192.168.0.0/24"},
+               "status": {"addresses": [{"type": "InternalIP", "address": ip},
+                                        {"type": "Hostname", "address": name}],
+                          "conditions": [{"type": "Ready", "status": "True"}],
+                          "images": [{"names": ["a"], "sizeBytes": 1}]}})
+    }
+
+    fn full_pod(ns: &str, name: &str, node: &str, ip: &str, labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"namespace": ns, "name": name, "labels": labels, "uid": "u",
+                            "ownerReferences": [{"kind": "ReplicaSet", "name": "x"}],
+                            "managedFields": [{"manager": "kube-controller-manager"}]},
+               "spec": {"nodeName": node, "serviceAccountName": "sa", "restartPolicy": "Always",
+                        "volumes": [{"name": "v", "emptyDir": {}}],
+                        "containers": [{"name": "c", "image": "quay.io/calico/apiserver:v3.31.0",
+                                        "args": ["--x"], "env": [{"name": "A", "value": "b"}],
+                                        "ports": [{"name": "apiserver", "containerPort": 5443,
+                                                   "protocol": "TCP"}]}]},
+               "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                          "hostIP": "10.0.0.2", "conditions": [{"type": "Ready"}]}})
+    }
+
+    fn full_state() -> LiveState {
+        let mut live = LiveState::default();
+        let inventory = &mut live.inventory;
+        inventory.calico_api = Some(CalicoApiMode::AggregatedApiserver);
+        inventory.nodes = vec![
+            full_node("control", "10.0.0.1", true),
+            full_node("node1", "10.0.0.2", false),
+        ];
+        inventory.pods = vec![
+            full_pod(
+                "calico-apiserver",
+                "calico-apiserver-1",
+                "node1",
+                "192.168.1.5",
+                json!({"k8s-app": "calico-apiserver"}),
+            ),
+            full_pod(
+                "kube-system",
+                "coredns-1",
+                "node1",
+                "192.168.1.2",
+                json!({"k8s-app": "kube-dns"}),
+            ),
+            full_pod(
+                "shop",
+                "web",
+                "control",
+                "192.168.0.9",
+                json!({"app": "web"}),
+            ),
+        ];
+        inventory.system_pods = inventory
+            .pods
+            .iter()
+            .filter(|p| is_system_pod(p))
+            .cloned()
+            .collect();
+        inventory.namespaces = ["calico-apiserver", "kube-system", "shop"]
+            .into_iter()
+            .map(|n| {
+                json!({"metadata": {"name": n, "labels": {"team": n}, "uid": "u"},
+                            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+            })
+            .collect();
+        inventory.apiserver_endpoint_slices = vec![
+            json!({"endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"name": "https", "port": 6443}]}),
+        ];
+        live
+    }
+
+    fn pruned_state(full: &LiveState) -> LiveState {
+        let mut live = full.clone();
+        let inventory = &mut live.inventory;
+        inventory.nodes = full
+            .inventory
+            .nodes
+            .iter()
+            .map(pruned::<NodeFields>)
+            .collect();
+        inventory.pods = full
+            .inventory
+            .pods
+            .iter()
+            .map(pruned::<PodFields>)
+            .collect();
+        inventory.system_pods = inventory
+            .pods
+            .iter()
+            .filter(|p| is_system_pod(p))
+            .cloned()
+            .collect();
+        inventory.namespaces = full
+            .inventory
+            .namespaces
+            .iter()
+            .map(pruned::<NamespaceFields>)
+            .collect();
+        live
+    }
+
+    #[test]
+    fn the_kept_fields_give_the_same_facts_and_flow_verdicts() {
+        let full = full_state();
+        let kept = pruned_state(&full);
+        let facts = crate::facts::detect(&full.inventory);
+        assert_eq!(crate::facts::detect(&kept.inventory), facts);
+        assert_eq!(facts.calico_apiserver_port, 5443);
+        let options = StageOptions::with_defaults();
+        for after in [None, Some(StageId::IsolateApps), Some(StageId::Lockdown)] {
+            let report = |live: &LiveState| {
+                serde_json::to_value(crate::engine::check(live, &facts, &options, after)).unwrap()
+            };
+            assert_eq!(report(&kept), report(&full), "{after:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_read_fields_are_kept() {
+        let pod = pruned::<PodFields>(&full_state().inventory.pods[2]);
+        assert_eq!(
+            pod,
+            json!({"metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+                   "spec": {"nodeName": "control", "serviceAccountName": "sa",
+                            "containers": [{"image": "quay.io/calico/apiserver:v3.31.0",
+                                            "ports": [{"name": "apiserver", "protocol": "TCP",
+                                                       "containerPort": 5443}]}]},
+                   "status": {"phase": "Running", "podIP": "192.168.0.9",
+                              "podIPs": [{"ip": "192.168.0.9"}]}})
+        );
+        let node = pruned::<NodeFields>(&full_node("n", "10.0.0.9", false));
+        assert_eq!(
+            node["status"]["addresses"][0],
+            json!({"type": "InternalIP", "address": "10.0.0.9"})
+        );
+        assert!(node["metadata"].get("managedFields").is_none());
+        assert!(node["status"].get("images").is_none());
+        // An object with nothing we read stays an empty object, not an error.
+        assert_eq!(pruned::<PodFields>(&json!({"kind": "Pod"})), json!({}));
+    }
+
+    #[test]
+    fn pods_from_several_lists_come_once_in_the_servers_order() {
+        let pod = |ns: &str, name: &str, marker: u8| json!({"metadata": {"namespace": ns, "name": name}, "marker": marker});
+        let merged = merge_pods(vec![
+            pod("app", "x", 1),
+            pod("app-b", "y", 1),
+            pod("app", "a", 1),
+            pod("app", "x", 2),
+        ]);
+        let keys: Vec<String> = merged.iter().map(pod_key).collect();
+        // The server orders by the `namespace/name` key: `app-b/…` before `app/…` ('-' < '/').
+        assert_eq!(keys, ["app-b/y", "app/a", "app/x"]);
+        assert_eq!(merged.len(), 3);
+    }
 }

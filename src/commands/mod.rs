@@ -26,6 +26,7 @@ use crate::journal::store::Store;
 use crate::plan::{Change, ChangeKind};
 use crate::stages::StageId;
 use crate::ui::printer::Tone;
+use crate::ui::progress::Progress;
 use crate::ui::{Printer, Prompter, diff, prompt};
 
 pub use completion::complete_for_kubectl;
@@ -360,12 +361,15 @@ pub async fn apply_changes(
     undoes: Vec<u64>,
 ) -> Result<Applied> {
     let writer = cluster::write::Writer::new(cluster, ctx.dry_run);
+    let progress = Progress::start("writing");
+    let count = changes.len();
     if ctx.dry_run != DryRun::Client {
         cluster::access::require(cluster, needed_permissions(ctx, changes)).await?;
     }
     if ctx.dry_run != DryRun::None {
         let mut results = Vec::new();
-        for change in changes {
+        for (index, change) in changes.iter().enumerate() {
+            progress.set_detail(&format!("{index}/{count} changes"));
             results.push(writer.apply(change).await?);
         }
         return Ok(Applied {
@@ -379,6 +383,7 @@ pub async fn apply_changes(
     let mut results = Vec::new();
     let abort_after = abort_after_writes();
     for (index, change) in changes.iter().enumerate() {
+        progress.set_detail(&format!("{index}/{count} changes"));
         if crate::interrupt::requested() {
             let message = format!("interrupted after {index} of {} change(s)", changes.len());
             recorder

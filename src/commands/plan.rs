@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::cluster::inventory::{self, LiveState};
+use crate::cluster::inventory::{self, LiveState, Observe};
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::facts::{self, ClusterFacts};
@@ -228,7 +228,8 @@ pub fn next_step(list: &[StageStatus]) -> String {
 
 pub async fn run(ctx: &Context) -> Result<ExitStatus> {
     let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
+    // Stage states and facts; no flow check, so no application pods.
+    let live = inventory::fetch_observed(&cluster, &Observe::facts()).await?;
     let facts = facts::detect(&live.inventory);
     let options = StageOptions {
         namespace_override: ctx.namespace.clone(),

@@ -1,9 +1,23 @@
 //! The flow every policy stage shares: detect, render, diff, confirm, apply, report.
+//!
+//! A stage reads the cluster in two steps. First everything but the application pods (the
+//! facts need only Calico's and DNS's own pods); then, once its policies are known, the pods
+//! its flow-change report can be about ([`pods_for_flow_report`]): on a fleet that is usually
+//! none of the tens of thousands of workloads, and the report is still exactly the one a read
+//! of every pod gives.
 
-use crate::cluster::inventory::{self, LiveState};
+use std::collections::HashMap;
+
+use crate::calico::policy::CalicoKind;
+use crate::cluster::inventory::{self, LiveState, Observe, PodQuery, PodScope};
+use crate::engine::build;
+use crate::engine::eval::{Engine, Failsafe, Tunnels};
+use crate::engine::model::Network;
+use crate::engine::policy::{CompiledPolicy, PolicyKind, compile_object};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts::{self, ClusterFacts};
+use crate::live::label_selectors_for;
 use crate::plan::{Change, change_for};
 use crate::stages::{self, StageId, StageOptions, StageRender};
 use crate::ui::printer::Tone;
@@ -67,6 +81,122 @@ pub fn plan_stage(
     }
 }
 
+/// A GlobalNetworkPolicy whose namespaceSelector matches more namespaces than this is listed
+/// across all namespaces at once.
+const MAX_NAMESPACE_QUERIES: usize = 4;
+
+/// The pods the flow-change report of `stage` needs besides the system pods in `live`, so that
+/// it shows exactly the flows a report over every pod shows.
+///
+/// A critical flow's verdict after the stage differs from now only where a policy the stage
+/// writes, or the live object it replaces, applies at one of the flow's hops: every other
+/// policy, and every endpoint's labels, are the same in both states. Application pods appear in
+/// one kind of critical flow, pod → cluster DNS, whose hops are the pod's egress, the host
+/// endpoints forwarding it (applyOnForward policies) and the DNS pod's ingress. So when a
+/// changed policy applies at a DNS pod's ingress or forwards at a host endpoint, any pod's DNS
+/// flow may change and every pod is read; otherwise only the pods a changed policy can select
+/// for egress, listed with label selectors derived from its Calico selector (a superset: the
+/// engine then decides exactly).
+pub fn pods_for_flow_report(
+    stage: StageId,
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> PodScope {
+    let StageRender::Objects(objects) = stages::render(stage, facts, options) else {
+        return PodScope::System;
+    };
+    let mut changed: Vec<CompiledPolicy> = Vec::new();
+    for object in &objects {
+        let kind = match object.kind {
+            CalicoKind::GlobalNetworkPolicy => PolicyKind::Global,
+            CalicoKind::NetworkPolicy => PolicyKind::Namespaced,
+            _ => continue,
+        };
+        let replaced = live.find(object.kind, object.namespace.as_deref(), &object.name);
+        for manifest in std::iter::once(&object.manifest).chain(replaced) {
+            match compile_object(kind, manifest) {
+                Ok(policy) => changed.push(policy),
+                // The engine leaves out a policy it cannot read; whether that changes a flow is
+                // for the report over every pod to say.
+                Err(_) => return PodScope::Every,
+            }
+        }
+    }
+    // Only the endpoints and namespace labels matter for which policy selects what.
+    let engine = Engine::new(
+        build::network(live),
+        Vec::new(),
+        &HashMap::new(),
+        Failsafe::from_facts(&facts.failsafe),
+        Tunnels {
+            vxlan_port: None,
+            ipip: false,
+        },
+        Vec::new(),
+    );
+    let net = &engine.network;
+    let (dns_key, dns_value) = &facts.dns_label;
+    let mut scope = PodScope::System;
+    for policy in &changed {
+        if policy.invalid.is_some() || policy.pre_dnat || policy.do_not_track {
+            continue;
+        }
+        let at_dns_ingress = policy.has_type(true)
+            && net.endpoints.iter().any(|ep| {
+                !ep.is_host()
+                    && ep.labels.get(dns_key) == Some(dns_value)
+                    && engine.selects(policy, ep)
+            });
+        let forwards = policy.apply_on_forward
+            && net
+                .endpoints
+                .iter()
+                .any(|ep| ep.is_host() && engine.selects(policy, ep));
+        if at_dns_ingress || forwards {
+            return PodScope::Every;
+        }
+        if policy.has_type(false) {
+            for query in pod_queries(policy, net) {
+                scope = scope.with(query);
+            }
+        }
+    }
+    scope
+}
+
+/// LISTs that return at least every pod `policy` can select.
+fn pod_queries(policy: &CompiledPolicy, net: &Network) -> Vec<PodQuery> {
+    let namespaces: Vec<Option<String>> = match (policy.kind, &policy.namespace_selector) {
+        (PolicyKind::Namespaced, _) => vec![policy.namespace.clone()],
+        (PolicyKind::Global, None) => vec![None],
+        (PolicyKind::Global, Some(selector)) => {
+            let mut matching: Vec<Option<String>> = net
+                .namespaces
+                .iter()
+                .filter(|(_, labels)| selector.matches(*labels))
+                .map(|(name, _)| Some(name.clone()))
+                .collect();
+            matching.sort();
+            if matching.len() > MAX_NAMESPACE_QUERIES {
+                vec![None]
+            } else {
+                matching
+            }
+        }
+    };
+    let selectors = label_selectors_for(policy.selector.expr());
+    namespaces
+        .iter()
+        .flat_map(|namespace| {
+            selectors.iter().map(|label_selector| PodQuery {
+                namespace: namespace.clone(),
+                label_selector: label_selector.clone(),
+            })
+        })
+        .collect()
+}
+
 /// `-n` only means something for the namespaced stages.
 fn check_namespace_flag(ctx: &Context, stage: StageId) -> Result<()> {
     let namespaced = matches!(
@@ -87,7 +217,7 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     check_namespace_flag(ctx, stage)?;
     let options = args.options(ctx);
     let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
+    let mut live = inventory::fetch_observed(&cluster, &Observe::facts()).await?;
     let facts = facts::detect(&live.inventory);
     let changes = match plan_stage(stage, &facts, &live, &options) {
         StagePlan::NotApplicable(reason) => {
@@ -106,6 +236,8 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
         return Ok(ExitStatus::Success);
     }
     show_changes(ctx, &changes);
+    let pods = pods_for_flow_report(stage, &facts, &live, &options);
+    inventory::observe_pods(&cluster, &mut live, &pods).await?;
     let changed = super::check::flows_changed_by(&live, &facts, &options, stage);
     super::check::show_flow_changes(ctx, stage, &changed);
     if ctx.dry_run == crate::cli::DryRun::None
@@ -135,4 +267,356 @@ fn say_next_step(ctx: &Context, stage: StageId) {
         None => "next: kubectl calico-harden plan".to_string(),
     };
     ctx.printer.say_tone(Tone::Dim, &text);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::facts::is_system_pod;
+
+    fn node(name: &str, ip: &str, control: bool) -> Value {
+        let mut labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/hostname": name});
+        if control {
+            labels["node-role.kubernetes.io/control-plane"] = json!("");
+        }
+        json!({"metadata": {"name": name, "labels": labels},
+               "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+    }
+
+    fn pod(ns: &str, name: &str, node: &str, ip: &str, labels: Value) -> Value {
+        json!({"metadata": {"namespace": ns, "name": name, "labels": labels},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "img:v3.31.0"}]},
+               "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+    }
+
+    fn namespace(name: &str) -> Value {
+        json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}})
+    }
+
+    fn hep(node: &Value) -> Value {
+        let name = node["metadata"]["name"].as_str().unwrap();
+        json!({"metadata": {"name": format!("{name}-auto-hep"), "labels": node["metadata"]["labels"]},
+               "spec": {"node": name, "interfaceName": "*", "profiles": ["projectcalico-default-allow"],
+                        "expectedIPs": [node["status"]["addresses"][0]["address"]]}})
+    }
+
+    /// A lab-like cluster with application pods whose DNS flows a stage may or may not touch:
+    /// a Kubernetes NetworkPolicy that denies app-a's egress (so the safety net changes its
+    /// flows), and a pod that carries the label the host selector looks for.
+    fn cluster(with_heps: bool) -> LiveState {
+        let nodes = vec![
+            node("control", "10.0.0.1", true),
+            node("node1", "10.0.0.2", false),
+            node("node2", "10.0.0.3", false),
+        ];
+        let mut live = LiveState::default();
+        live.inventory.calico_api = Some(crate::facts::CalicoApiMode::AggregatedApiserver);
+        live.inventory.apiserver_endpoint_slices = vec![
+            json!({"endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"name": "https", "port": 6443}]}),
+        ];
+        let mut pods = vec![
+            pod(
+                "kube-system",
+                "coredns-1",
+                "node1",
+                "192.168.1.2",
+                json!({"k8s-app": "kube-dns"}),
+            ),
+            pod(
+                "kube-system",
+                "metrics",
+                "node2",
+                "192.168.2.9",
+                json!({"app": "metrics"}),
+            ),
+            pod(
+                "calico-system",
+                "calico-kube-controllers-1",
+                "control",
+                "192.168.0.5",
+                json!({"k8s-app": "calico-kube-controllers"}),
+            ),
+            pod(
+                "calico-apiserver",
+                "calico-apiserver-1",
+                "node1",
+                "192.168.1.5",
+                json!({"k8s-app": "calico-apiserver"}),
+            ),
+            pod(
+                "calico-system",
+                "calico-typha-1",
+                "node1",
+                "10.0.0.2",
+                json!({"k8s-app": "calico-typha"}),
+            ),
+            pod(
+                "app-a",
+                "web",
+                "node1",
+                "192.168.1.10",
+                json!({"app": "web"}),
+            ),
+            pod("app-a", "db", "node2", "192.168.2.10", json!({"app": "db"})),
+            pod(
+                "app-b",
+                "api",
+                "node2",
+                "192.168.2.11",
+                json!({"app": "api"}),
+            ),
+            pod(
+                "app-b",
+                "odd",
+                "node2",
+                "192.168.2.12",
+                json!({"app": "odd", "kubernetes.io/os": "linux"}),
+            ),
+        ];
+        pods[4]["spec"]["hostNetwork"] = json!(true);
+        pods.sort_by_key(|p| {
+            format!(
+                "{}/{}",
+                p["metadata"]["namespace"].as_str().unwrap(),
+                p["metadata"]["name"].as_str().unwrap()
+            )
+        });
+        live.inventory.system_pods = pods.iter().filter(|p| is_system_pod(p)).cloned().collect();
+        live.inventory.pods = pods;
+        live.inventory.namespaces = [
+            "kube-system",
+            "calico-system",
+            "calico-apiserver",
+            "app-a",
+            "app-b",
+            "default",
+        ]
+        .into_iter()
+        .map(namespace)
+        .collect();
+        if with_heps {
+            live.inventory.host_endpoints = nodes.iter().map(hep).collect();
+        }
+        live.inventory.nodes = nodes;
+        live.inventory.ip_pools = Some(vec![json!({"spec": {"vxlanMode": "Always"}})]);
+        live.inventory.k8s_network_policies = vec![json!({
+            "metadata": {"namespace": "app-a", "name": "no-egress"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"]}
+        })];
+        live
+    }
+
+    fn options() -> StageOptions {
+        StageOptions {
+            registry: stages::parse_registry(&["10.5.0.1".into()], &[]).unwrap(),
+            ..StageOptions::with_defaults()
+        }
+    }
+
+    /// What the server answers for a Kubernetes label selector of the forms
+    /// `label_selectors_for` writes: `k`, `!k`, `k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`.
+    fn k8s_selector_matches(selector: &str, labels: &Value) -> bool {
+        let mut requirements = Vec::new();
+        let mut depth = 0;
+        let mut current = String::new();
+        for c in selector.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    requirements.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        requirements.push(current);
+        let get = |key: &str| labels.get(key.trim()).and_then(Value::as_str);
+        let set = |list: &str| -> Vec<String> {
+            list.trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .collect()
+        };
+        requirements.iter().all(|r| {
+            if let Some((key, list)) = r.split_once(" notin ") {
+                get(key).is_none_or(|v| !set(list).contains(&v.to_string()))
+            } else if let Some((key, list)) = r.split_once(" in ") {
+                get(key).is_some_and(|v| set(list).contains(&v.to_string()))
+            } else if let Some((key, value)) = r.split_once("!=") {
+                get(key) != Some(value)
+            } else if let Some((key, value)) = r.split_once('=') {
+                get(key) == Some(value)
+            } else if let Some(key) = r.strip_prefix('!') {
+                get(key).is_none()
+            } else {
+                get(r).is_some()
+            }
+        })
+    }
+
+    /// `live` as a stage command sees it: the system pods, plus what `scope`'s LISTs return.
+    fn observed(live: &LiveState, scope: &PodScope) -> LiveState {
+        let mut seen = live.clone();
+        let returned = |pod: &Value, query: &PodQuery| {
+            query
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| pod["metadata"]["namespace"] == ns)
+                && query
+                    .label_selector
+                    .as_deref()
+                    .is_none_or(|s| k8s_selector_matches(s, &pod["metadata"]["labels"]))
+        };
+        seen.inventory.pods = match scope {
+            PodScope::Every => live.inventory.pods.clone(),
+            PodScope::System => live.inventory.system_pods.clone(),
+            PodScope::Also(queries) => live
+                .inventory
+                .pods
+                .iter()
+                .filter(|p| is_system_pod(p) || queries.iter().any(|q| returned(p, q)))
+                .cloned()
+                .collect(),
+        };
+        seen
+    }
+
+    fn report(live: &LiveState, facts: &ClusterFacts, stage: StageId) -> Value {
+        serde_json::to_value(super::super::check::flows_changed_by(
+            live,
+            facts,
+            &options(),
+            stage,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_flow_report_over_the_observed_pods_is_the_report_over_every_pod() {
+        for with_heps in [false, true] {
+            let live = cluster(with_heps);
+            let facts = facts::detect(&live.inventory);
+            for stage in StageId::policy_stages() {
+                let mut system_only = live.clone();
+                system_only.inventory.pods = live.inventory.system_pods.clone();
+                let scope = pods_for_flow_report(stage, &facts, &system_only, &options());
+                let full = report(&live, &facts, stage);
+                // The cases that make this test bite: application pods' flows do change.
+                let text = full.to_string();
+                match stage {
+                    StageId::SafetyNet => assert!(text.contains("app-a/web"), "{text}"),
+                    StageId::Localhost => assert!(text.contains("app-b/odd"), "{text}"),
+                    _ => {}
+                }
+                assert_eq!(
+                    report(&observed(&live, &scope), &facts, stage),
+                    full,
+                    "{stage} (host endpoints: {with_heps}), observed {scope:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn host_and_calico_stages_read_a_few_pods_and_workload_stages_read_every_pod() {
+        let mut live = cluster(true);
+        live.inventory.pods = live.inventory.system_pods.clone();
+        let facts = facts::detect(&live.inventory);
+        let scope = |stage| pods_for_flow_report(stage, &facts, &live, &options());
+        let hosts = PodScope::Also(vec![PodQuery {
+            namespace: None,
+            label_selector: Some("kubernetes.io/os".into()),
+        }]);
+        for stage in [StageId::Localhost, StageId::NodesToKapi, StageId::Kubelet] {
+            assert_eq!(scope(stage), hosts, "{stage}");
+        }
+        assert_eq!(
+            scope(StageId::CalicoApiserverToKapi),
+            PodScope::Also(vec![PodQuery {
+                namespace: Some("calico-apiserver".into()),
+                label_selector: Some("k8s-app=calico-apiserver".into()),
+            }])
+        );
+        assert_eq!(
+            scope(StageId::SrcnatToKapi),
+            PodScope::Also(vec![PodQuery {
+                namespace: None,
+                label_selector: Some(
+                    "k8s-app,k8s-app in (calico-apiserver,calico-node,calico-typha)".into()
+                ),
+            }])
+        );
+        // The safety net and the registry policy select every endpoint, DNS pods included.
+        for stage in [StageId::SafetyNet, StageId::Registry] {
+            assert_eq!(scope(stage), PodScope::Every, "{stage}");
+        }
+        // isolate-apps selects whole namespaces: the application ones, few enough to list one
+        // by one; with kube-system no longer excluded it reaches the DNS pods, and so every pod.
+        let in_namespace = |ns: &str| PodQuery {
+            namespace: Some(ns.into()),
+            label_selector: None,
+        };
+        assert_eq!(
+            scope(StageId::IsolateApps),
+            PodScope::Also(vec![
+                in_namespace("app-a"),
+                in_namespace("app-b"),
+                in_namespace("default")
+            ])
+        );
+        let tutorial_selector = StageOptions {
+            excluded_namespaces: Vec::new(),
+            ..options()
+        };
+        assert_eq!(
+            pods_for_flow_report(StageId::IsolateApps, &facts, &live, &tutorial_selector),
+            PodScope::Every
+        );
+    }
+
+    #[test]
+    fn the_live_object_a_stage_replaces_counts_too() {
+        let mut live = cluster(true);
+        live.inventory.pods = live.inventory.system_pods.clone();
+        let facts = facts::detect(&live.inventory);
+        // A hand-made localhost policy that selects every endpoint: applying the stage narrows
+        // it, which can change any pod's flows.
+        live.global_network_policies = vec![json!({
+            "metadata": {"name": "allow-containers-access-to-localhost"},
+            "spec": {"order": 1001, "selector": "all()", "types": ["Egress"],
+                     "egress": [{"action": "Deny", "protocol": "UDP"}]}
+        })];
+        assert_eq!(
+            pods_for_flow_report(StageId::Localhost, &facts, &live, &options()),
+            PodScope::Every
+        );
+        // One that forwards at host endpoints reaches every pod's traffic between nodes.
+        live.global_network_policies = vec![json!({
+            "metadata": {"name": "allow-containers-access-to-localhost"},
+            "spec": {"order": 1001, "selector": "has(kubernetes.io/os)", "applyOnForward": true,
+                     "types": ["Ingress"], "ingress": [{"action": "Deny"}]}
+        })];
+        assert_eq!(
+            pods_for_flow_report(StageId::Localhost, &facts, &live, &options()),
+            PodScope::Every
+        );
+    }
+
+    #[test]
+    fn a_stage_that_does_not_apply_reads_no_more_pods() {
+        let mut live = cluster(false);
+        live.inventory.pods = live.inventory.system_pods.clone();
+        let facts = facts::detect(&live.inventory);
+        let no_registry = StageOptions::with_defaults();
+        assert_eq!(
+            pods_for_flow_report(StageId::Registry, &facts, &live, &no_registry),
+            PodScope::System
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! only when asked (--lockdown or --through lockdown), after enabling host endpoints.
 
 use crate::cli::{DryRun, EnableHepArgs, UpArgs};
-use crate::cluster::inventory;
+use crate::cluster::inventory::{self, Observe};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts;
@@ -33,7 +33,9 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     let wants_hep = wants_lockdown || through == StageId::EnableHep;
 
     let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
+    // The allow stages' changes come from the facts and the live policies; enable-hep and
+    // lockdown read what they need themselves.
+    let live = inventory::fetch_observed(&cluster, &Observe::facts()).await?;
     let facts = facts::detect(&live.inventory);
 
     // Every confirmation comes before the first write; the writes form one revision.

@@ -1,7 +1,9 @@
-//! Everything users see: the printer (the only place that prints), diffs, and prompts.
+//! Everything users see: the printer (the only place that prints), diffs, prompts, and the
+//! progress spinner.
 
 pub mod diff;
 pub mod printer;
+pub mod progress;
 pub mod prompt;
 
 pub use printer::Printer;
