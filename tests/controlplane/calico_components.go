@@ -37,6 +37,8 @@ import (
 type calicoBinaries struct {
 	APIServer       string
 	KubeControllers string
+	// Felix, when set, runs the dataplane lab (dataplane.go).
+	Felix string
 }
 
 var apiServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}

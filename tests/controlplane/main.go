@@ -10,6 +10,8 @@
 //	controlplane reset --dir DIR --seed lab|native|empty
 //	controlplane faultproxy --dir DIR --out OUT --fail-at N --fault 500|503|429|timeout|reset|delay
 //	controlplane scale-seed --dir DIR [--nodes N] [--pods N] [--policies N]
+//	controlplane probe --dir DIR --from SRC --to DST --port tcp/N|udp/N (dataplane lab)
+//	controlplane dataplane-down --dir DIR
 //
 // See README.md next to this file.
 package main
@@ -25,6 +27,8 @@ func usage() {
   controlplane reset --dir DIR --seed lab|native|empty
   controlplane faultproxy --dir DIR --out OUT --fail-at N --fault 500|503|429|timeout|reset|delay|hide-calico [--match S] [--hold D] [--owner-pid PID]
   controlplane scale-seed --dir DIR [--nodes N] [--pods N] [--policies N]
+  controlplane probe --dir DIR --from SRC --to DST --port tcp/N|udp/N [--timeout D]
+  controlplane dataplane-down --dir DIR
 `)
 	os.Exit(2)
 }
@@ -43,6 +47,10 @@ func main() {
 		err = cmdFaultProxy(os.Args[2:])
 	case "scale-seed":
 		err = cmdScaleSeed(os.Args[2:])
+	case "probe":
+		os.Exit(cmdProbe(os.Args[2:]))
+	case "dataplane-down":
+		err = cmdDataplaneDown(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:

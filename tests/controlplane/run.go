@@ -140,6 +140,7 @@ func cmdRun(args []string) error {
 	var bins calicoBinaries
 	fs.StringVar(&bins.APIServer, "calico-apiserver", "", "calico-apiserver binary (required unless --seed native)")
 	fs.StringVar(&bins.KubeControllers, "calico-kube-controllers", "", "calico-kube-controllers binary (required unless --seed native)")
+	fs.StringVar(&bins.Felix, "calico-felix", "", "calico-felix binary: run the dataplane lab (seed lab, root; see dataplane.go)")
 	_ = fs.Parse(args)
 	if *dir == "" || *crdDir == "" {
 		return errors.New("--dir and --calico-crd-dir are required")
@@ -303,6 +304,17 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 	if err := writeKubeconfigs(dir, server, p); err != nil {
 		stopAll()
 		return err
+	}
+	if bins.Felix != "" {
+		dp, err := startDataplane(ctx, dir, seed, bins.Felix, p, port, supervise)
+		if dp != nil {
+			// Deferred: runs after stopAll has stopped Felix.
+			defer dp.teardown()
+		}
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("dataplane lab: %w", err)
+		}
 	}
 	go cp.emu.run(ctx)
 	sock := filepath.Join(dir, "control.sock")

@@ -36,6 +36,11 @@ pub const CALICO_PROGRAMS: &[(&str, &str)] = &[
         "github.com/projectcalico/calico/kube-controllers/cmd/kube-controllers",
     ),
     ("calico-selector-oracle", "./cmd/selector-oracle"),
+    // Only the dataplane lab runs it (`cluster up --dataplane`).
+    (
+        "calico-felix",
+        "github.com/projectcalico/calico/felix/cmd/calico-felix",
+    ),
 ];
 /// Where Calico keeps its CRD manifests inside that module.
 pub const CALICO_CRD_SUBDIR: &str = "libcalico-go/config/crd";
@@ -373,6 +378,24 @@ pub fn spawn(
     seed: &str,
     owner_pid: Option<u32>,
 ) -> Result<Child, String> {
+    spawn_lab(layout, dir, seed, owner_pid, false)
+}
+
+/// `spawn`, and with `dataplane` the dataplane lab too: the lab's nodes and
+/// pods as network namespaces with one real calico-felix per node (seed lab,
+/// root; see tests/controlplane/dataplane.go).
+pub fn spawn_lab(
+    layout: &Layout,
+    dir: &Path,
+    seed: &str,
+    owner_pid: Option<u32>,
+    dataplane: bool,
+) -> Result<Child, String> {
+    if dataplane && seed != "lab" {
+        return Err(format!(
+            "the dataplane lab runs the lab seed only (asked for {seed})"
+        ));
+    }
     if !SEEDS.contains(&seed) {
         return Err(format!("unknown seed {seed:?} (want one of {SEEDS:?})"));
     }
@@ -397,6 +420,10 @@ pub fn spawn(
         .arg(layout.calico_bin("calico-apiserver"))
         .arg("--calico-kube-controllers")
         .arg(layout.calico_bin("calico-kube-controllers"));
+    if dataplane {
+        cmd.arg("--calico-felix")
+            .arg(layout.calico_bin("calico-felix"));
+    }
     if let Some(pid) = owner_pid {
         cmd.arg("--owner-pid").arg(pid.to_string());
     }
@@ -447,6 +474,7 @@ fn signal(pid: u32, sig: &str) {
 /// Returns false when nothing was running.
 pub fn stop(dir: &Path) -> Result<bool, String> {
     let Some(pid) = read_pid(dir).filter(|p| process_alive(*p)) else {
+        sweep_dataplane(dir)?;
         return Ok(false);
     };
     signal(pid, "TERM");
@@ -462,7 +490,67 @@ pub fn stop(dir: &Path) -> Result<bool, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    sweep_dataplane(dir)?;
     Ok(true)
+}
+
+/// The file a running dataplane lab describes itself in; a clean shutdown
+/// removes it, so its presence after a stop means the lab's network
+/// namespaces were left behind (a SIGKILL, a crash).
+pub const DATAPLANE_FILE: &str = "dataplane.json";
+
+/// Deletes the network namespaces a dataplane lab in `dir` left behind (all
+/// named `PREFIX-...`, PREFIX from DIR/dataplane.json), ending what still runs
+/// in them. Nothing to do when there is no such file.
+pub fn sweep_dataplane(dir: &Path) -> Result<(), String> {
+    let file = dir.join(DATAPLANE_FILE);
+    let Ok(text) = fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    let prefix = json_string_field(&text, "prefix")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| format!("no prefix in {}", file.display()))?;
+    let mut failed = Vec::new();
+    for entry in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("{prefix}-")) {
+            continue;
+        }
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
+            let pids = String::from_utf8_lossy(&out.stdout).into_owned();
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                if pid > 1 && pid != std::process::id() {
+                    signal(pid, "KILL");
+                }
+            }
+        }
+        let deleted = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !deleted {
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        return Err(format!(
+            "could not delete network namespaces {failed:?} (needs root)"
+        ));
+    }
+    let _ = fs::remove_file(file);
+    Ok(())
+}
+
+/// `controlplane probe` against the dataplane lab in `dir`: prints
+/// `allowed` or `denied`, exits 0, 1, or 2 on error.
+pub fn probe_command(layout: &Layout, dir: &Path) -> Command {
+    let mut cmd = Command::new(layout.controlplane_bin());
+    cmd.arg("probe").arg("--dir").arg(dir).stdin(Stdio::null());
+    cmd
 }
 
 /// Sends one command line to the running control plane in `dir` over its

@@ -15,12 +15,18 @@ usage:
   cargo xtask try                                     install the plugin and run the walk-through
                                                       (local control plane when no cluster is at hand)
   cargo xtask cluster build                           build controlplane + kubectl into target/controlplane/bin
-  cargo xtask cluster up    [--dir DIR] [--seed lab|native|empty]
-                                                      build if needed, start in the background, wait until ready
+  cargo xtask cluster up    [--dir DIR] [--seed lab|native|empty] [--dataplane]
+                                                      build if needed, start in the background, wait until ready;
+                                                      --dataplane (root, seed lab): the lab's nodes and pods as
+                                                      network namespaces, one real calico-felix per node
   cargo xtask cluster down  [--dir DIR]               stop it (SIGTERM, SIGKILL after 10 s)
   cargo xtask cluster reset [--dir DIR] --seed lab|native|empty
                                                       restore the running cluster to a seed
   cargo xtask cluster status [--dir DIR]
+  cargo xtask probe [--dir DIR] --from SRC --to DST --port tcp/N|udp/N [--timeout 1s]
+                                                      one NEW connection through a dataplane lab: SRC and DST are
+                                                      node/NAME, pod/NAMESPACE/NAME or an IP; prints allowed or
+                                                      denied, exits 0 or 1 (2 on error)
 
 DIR defaults to target/controlplane/cluster.";
 
@@ -36,6 +42,7 @@ struct Opts {
     dir: PathBuf,
     seed: Option<String>,
     force: bool,
+    dataplane: bool,
 }
 
 fn parse_opts(layout: &cp::Layout, args: &[String]) -> Result<Opts, String> {
@@ -43,6 +50,7 @@ fn parse_opts(layout: &cp::Layout, args: &[String]) -> Result<Opts, String> {
         dir: layout.target_dir().join("controlplane").join("cluster"),
         seed: None,
         force: false,
+        dataplane: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -73,6 +81,7 @@ fn parse_opts(layout: &cp::Layout, args: &[String]) -> Result<Opts, String> {
                 opts.seed = Some(s);
             }
             "--force" => opts.force = true,
+            "--dataplane" => opts.dataplane = true,
             _ => return Err(format!("unknown argument {a:?}")),
         }
     }
@@ -124,7 +133,7 @@ fn cluster(args: &[String]) -> Result<(), String> {
                 );
             }
             let t = Instant::now();
-            let mut child = cp::spawn(&layout, &opts.dir, seed, None)?;
+            let mut child = cp::spawn_lab(&layout, &opts.dir, seed, None, opts.dataplane)?;
             let ready = cp::wait_ready(&opts.dir, &mut child, Duration::from_secs(120))?;
             println!(
                 "control plane ready in {:.1}s: {} (seed {}, pid {}, log {})",
@@ -179,6 +188,39 @@ fn cluster(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// `cargo xtask probe`: `controlplane probe` against a dataplane lab, its
+/// exit status passed on (0 allowed, 1 denied, 2 error).
+fn probe(args: &[String]) -> ExitCode {
+    let layout = cp::Layout::new(workspace_root());
+    let mut dir = layout.target_dir().join("controlplane").join("cluster");
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.split_once('=') {
+            Some(("--dir", d)) => dir = PathBuf::from(d),
+            None if a == "--dir" => match it.next() {
+                Some(d) => dir = PathBuf::from(d),
+                None => {
+                    eprintln!("--dir needs a value");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => rest.push(a.clone()),
+        }
+    }
+    if !layout.controlplane_bin().is_file() {
+        eprintln!("no control plane built: run `cargo xtask cluster up --dataplane` first");
+        return ExitCode::from(2);
+    }
+    match cp::probe_command(&layout, &dir).args(&rest).status() {
+        Ok(status) => ExitCode::from(status.code().map_or(2, |c| c.clamp(0, 255) as u8)),
+        Err(e) => {
+            eprintln!("running {}: {e}", layout.controlplane_bin().display());
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn print_use(layout: &cp::Layout, r: &cp::Ready) {
     println!("kubeconfig: {}", r.kubeconfig.display());
     println!("  export KUBECONFIG={}", r.kubeconfig.display());
@@ -191,6 +233,7 @@ fn main() -> ExitCode {
         Some("cluster") => cluster(&args[1..]),
         Some("dist") => dist::run(&workspace_root(), &args[1..]),
         Some("try") => try_it::run(&workspace_root()),
+        Some("probe") => return probe(&args[1..]),
         _ => Err(format!("{USAGE}\n\n{}", dist::USAGE)),
     };
     match result {
