@@ -230,7 +230,7 @@ func (lab *dataplaneLab) build() error {
 // lab or is there.
 func (lab *dataplaneLab) ensureOutsideAddress(ip string) error {
 	err := ipCmd("-n", lab.Outside.Netns, "addr", "add", ip+"/32", "dev", "lo")
-	if err != nil && !strings.Contains(err.Error(), "File exists") {
+	if err != nil && !strings.Contains(err.Error(), "File exists") && !strings.Contains(err.Error(), "already assigned") {
 		return err
 	}
 	return nil

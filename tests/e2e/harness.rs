@@ -69,8 +69,13 @@ struct Shared {
 /// Serialises `go build`s of the same outputs from parallel tests.
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// The aggregated control plane and, once a test asks for it, the native one.
-static STATE: Mutex<[Option<Shared>; 2]> = Mutex::new([None, None]);
+/// The aggregated control plane and, once a test asks for them, the native
+/// one and the dataplane lab (`DATAPLANE_PLANE`).
+static STATE: Mutex<[Option<Shared>; 3]> = Mutex::new([None, None, None]);
+
+/// The slot of the dataplane lab: seed lab with one real calico-felix per
+/// node (root; see tests/controlplane/dataplane.go).
+const DATAPLANE_PLANE: usize = 2;
 
 fn layout() -> cp::Layout {
     cp::Layout::new(env!("CARGO_MANIFEST_DIR"))
@@ -114,7 +119,7 @@ fn owned_by_another_live_process(dir: &Path) -> bool {
     }
 }
 
-fn start(seed: Seed) -> Shared {
+fn start(seed: Seed, dataplane: bool) -> Shared {
     let layout = layout();
     if let Err(e) = cp::find_go() {
         panic!("{e}");
@@ -133,9 +138,11 @@ fn start(seed: Seed) -> Shared {
         Err(e) => panic!("building the test control plane: {e}"),
     }
     let me = std::process::id();
-    let base = layout
-        .target_dir()
-        .join(["e2e-controlplane", "e2e-controlplane-native"][seed.plane()]);
+    let base = layout.target_dir().join(if dataplane {
+        "e2e-dataplane"
+    } else {
+        ["e2e-controlplane", "e2e-controlplane-native"][seed.plane()]
+    });
     if let Some(r) = cp::running(&base).filter(|r| r.owner_pid == Some(me)) {
         return Shared {
             kubeconfig: r.kubeconfig,
@@ -155,7 +162,7 @@ fn start(seed: Seed) -> Shared {
         base
     };
     let t = Instant::now();
-    let mut child = cp::spawn(&layout, &dir, seed.as_str(), Some(me))
+    let mut child = cp::spawn_lab(&layout, &dir, seed.as_str(), Some(me), dataplane)
         .unwrap_or_else(|e| panic!("starting the test control plane: {e}"));
     let ready = cp::wait_ready(&dir, &mut child, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -179,7 +186,7 @@ pub fn cluster(seed: Seed) -> ClusterGuard {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if lock[seed.plane()].is_none() {
-        lock[seed.plane()] = Some(start(seed));
+        lock[seed.plane()] = Some(start(seed, false));
     }
     let shared = lock[seed.plane()].as_ref().expect("started");
     let guard = ClusterGuard {
@@ -191,11 +198,31 @@ pub fn cluster(seed: Seed) -> ClusterGuard {
     guard
 }
 
+/// The dataplane lab (its own control plane, started on first use, seed
+/// lab), reset to the lab seed; serialised with every other test. Needs root
+/// and iptables, ipset, conntrack, iproute2: check `dataplane_missing` first.
+pub fn dataplane_cluster() -> ClusterGuard {
+    let mut lock = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if lock[DATAPLANE_PLANE].is_none() {
+        lock[DATAPLANE_PLANE] = Some(start(Seed::Lab, true));
+    }
+    let shared = lock[DATAPLANE_PLANE].as_ref().expect("started");
+    let guard = ClusterGuard {
+        dir: shared.dir.clone(),
+        kubeconfig: shared.kubeconfig.clone(),
+        _lock: lock,
+    };
+    guard.reset(Seed::Lab);
+    guard
+}
+
 /// Exclusive use of the shared control plane until dropped.
 pub struct ClusterGuard {
     dir: PathBuf,
     kubeconfig: PathBuf,
-    _lock: MutexGuard<'static, [Option<Shared>; 2]>,
+    _lock: MutexGuard<'static, [Option<Shared>; 3]>,
 }
 
 /// The audit logs: kube-apiserver's, and calico-apiserver's for the

@@ -5,6 +5,7 @@ mod check_e2e;
 mod cli;
 mod completion_e2e;
 mod controlplane_smoke;
+mod dataplane_e2e;
 mod faults_e2e;
 mod harness;
 mod krew_e2e;
