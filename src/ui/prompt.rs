@@ -111,43 +111,39 @@ pub struct TerminalPrompter;
 
 impl Prompter for TerminalPrompter {
     fn confirm(&self, question: &str) -> Result<bool> {
-        let mut terminal = Terminal::open()?;
-        loop {
-            terminal.show(&format!("{question} {} ", choices(false)))?;
-            match terminal.read_line(None)? {
-                Line::Typed(typed) => match parse_yes_no(&typed, false) {
-                    Some(answer) => return Ok(answer),
-                    None => terminal.show(&format!("{REASK}\n"))?,
-                },
-                Line::TimedOut => unreachable!("no deadline was set"),
-            }
-        }
+        // Without a deadline there is always an answer; no is the safe reading of none.
+        Ok(ask_yes_no(question, None)?.unwrap_or(false))
     }
 
     fn type_to_confirm(&self, question: &str, expected: &str) -> Result<bool> {
-        let mut terminal = Terminal::open()?;
-        terminal.show(&format!("{question}: "))?;
-        match terminal.read_line(None)? {
-            Line::Typed(typed) => Ok(typed.trim() == expected),
-            Line::TimedOut => unreachable!("no deadline was set"),
-        }
+        let terminal = Terminal::open()?;
+        show(format!("{question}: "))?;
+        let Line::Typed(typed) = terminal.read_line(None)? else {
+            return Ok(false);
+        };
+        Ok(typed.trim() == expected)
     }
 
     fn confirm_within(&self, question: &str, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        let mut terminal = Terminal::open()?;
-        loop {
-            terminal.show(&format!("{question} {} ", choices(false)))?;
-            match terminal.read_line(Some(deadline))? {
-                Line::Typed(typed) => match parse_yes_no(&typed, false) {
-                    Some(answer) => return Ok(answer),
-                    None => terminal.show(&format!("{REASK}\n"))?,
-                },
-                Line::TimedOut => {
-                    terminal.show(&format!("\nno answer within {}s\n", timeout.as_secs()))?;
-                    return Ok(false);
-                }
-            }
+        let answer = ask_yes_no(question, Some(Instant::now() + timeout))?;
+        if answer.is_none() {
+            show(format!("\nno answer within {}s\n", timeout.as_secs()))?;
+        }
+        Ok(answer.unwrap_or(false))
+    }
+}
+
+/// Ask until the answer is clear; `None` when `deadline` passes first.
+fn ask_yes_no(question: &str, deadline: Option<Instant>) -> Result<Option<bool>> {
+    let terminal = Terminal::open()?;
+    loop {
+        show(format!("{question} {} ", choices(false)))?;
+        let Line::Typed(typed) = terminal.read_line(deadline)? else {
+            return Ok(None);
+        };
+        match parse_yes_no(&typed, false) {
+            Some(answer) => return Ok(Some(answer)),
+            None => show(format!("{REASK}\n"))?,
         }
     }
 }
@@ -285,31 +281,19 @@ impl Terminal {
         termios::tcflush(fd, QueueSelector::IFlush)
             .map_err(|e| terminal_error("discard input typed ahead", e))?;
         if typed_ahead {
-            terminal.show("(ignored what was typed before this question)\n")?;
+            show("(ignored what was typed before this question)\n")?;
         }
         Ok(terminal)
     }
 
-    fn show(&self, text: &str) -> Result<()> {
-        self.show_bytes(text.as_bytes())
-    }
-
-    fn show_bytes(&self, bytes: &[u8]) -> Result<()> {
-        let mut stderr = std::io::stderr().lock();
-        stderr
-            .write_all(bytes)
-            .and_then(|()| stderr.flush())
-            .map_err(|e| Error::Cancelled(format!("cancelled: cannot write the prompt: {e}")))
-    }
-
     /// One answer, up to Enter. Ctrl-C, Ctrl-D and a closed terminal cancel.
-    fn read_line(&mut self, deadline: Option<Instant>) -> Result<Line> {
+    fn read_line(&self, deadline: Option<Instant>) -> Result<Line> {
         let stdin = std::io::stdin();
         let fd = stdin.as_fd();
         let mut editor = LineEditor::default();
         loop {
             if crate::interrupt::requested() {
-                return Err(self.cancelled("Ctrl-C"));
+                return Err(cancelled("Ctrl-C"));
             }
             let wait = match deadline {
                 Some(deadline) => {
@@ -326,28 +310,21 @@ impl Terminal {
             }
             let mut key = [0u8; 1];
             match rustix::io::read(fd, &mut key) {
-                Ok(0) => return Err(self.cancelled("end of input")),
+                Ok(0) => return Err(cancelled("end of input")),
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
                 Err(e) => return Err(terminal_error("read the answer", e)),
             }
             match editor.feed(key[0]) {
-                Step::Show(bytes) => self.show_bytes(&bytes)?,
+                Step::Show(bytes) => show(bytes)?,
                 Step::Enter(typed) => {
-                    self.show("\n")?;
+                    show("\n")?;
                     return Ok(Line::Typed(typed));
                 }
-                Step::Interrupt => return Err(self.cancelled("Ctrl-C")),
-                Step::EndOfInput => return Err(self.cancelled("Ctrl-D")),
+                Step::Interrupt => return Err(cancelled("Ctrl-C")),
+                Step::EndOfInput => return Err(cancelled("Ctrl-D")),
             }
         }
-    }
-
-    fn cancelled(&self, how: &str) -> Error {
-        let _ = self.show("\n");
-        Error::Cancelled(format!(
-            "cancelled at the prompt ({how}): what it asked about was not done"
-        ))
     }
 }
 
@@ -355,6 +332,23 @@ impl Drop for Terminal {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(std::io::stdin().as_fd(), OptionalActions::Now, &self.saved);
     }
+}
+
+/// Ctrl-C, Ctrl-D or a closed terminal at a prompt; the line ends so the message stands alone.
+fn cancelled(how: &str) -> Error {
+    let _ = show("\n");
+    Error::Cancelled(format!(
+        "cancelled at the prompt ({how}): what it asked about was not done"
+    ))
+}
+
+/// Text for the operator, on stderr, where the questions are.
+fn show(text: impl AsRef<[u8]>) -> Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    stderr
+        .write_all(text.as_ref())
+        .and_then(|()| stderr.flush())
+        .map_err(|e| Error::Cancelled(format!("cancelled: cannot write the prompt: {e}")))
 }
 
 /// Whether a key can be read within `wait`.
