@@ -144,6 +144,16 @@ fn cluster(args: &[String]) -> Result<(), String> {
                 cp::log_path(&opts.dir).display()
             );
             print_use(&layout, &ready);
+            if opts.dataplane {
+                println!(
+                    "dataplane lab: one calico-felix per node (logs {}/felix-<node>.log)",
+                    opts.dir.display()
+                );
+                println!(
+                    "  cargo xtask probe --dir {} --from node/node1 --to node/control --port tcp/6443",
+                    opts.dir.display()
+                );
+            }
             Ok(())
         }
         "down" => {
