@@ -174,8 +174,9 @@ pub struct Inventory {
     pub apiserver_endpoint_slices: Vec<Value>,
     /// Calico and DNS pods (selected by label), all namespaces.
     pub system_pods: Vec<Value>,
-    /// Every pod, all namespaces (the same LIST; `system_pods` is filtered from it), for the
-    /// flow check.
+    /// The pods the command observed (`live::Observe`), `system_pods` among them: every pod
+    /// for the flow check, only the system pods for `plan` and `up`, and for a stage command
+    /// the ones its flow-change report can be about.
     pub pods: Vec<Value>,
     /// IPPools, for the encapsulation in use; None when they could not be read.
     pub ip_pools: Option<Vec<Value>>,

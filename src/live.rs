@@ -1,6 +1,6 @@
 //! What the cluster held when we read it: the inventory the facts come from plus the live Calico
 //! policies. Plain data, so the engine, the plan and the checks work on a snapshot without
-//! depending on the code that fetched it; `cluster::inventory::fetch` is the one producer.
+//! depending on the code that fetched it; `cluster::inventory` is the one producer.
 //!
 //! [`Observe`] says what a command reads: at fleet scale most commands need a small part of the
 //! pods, and a Calico selector can be turned into the LISTs that fetch just that part.
