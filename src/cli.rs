@@ -76,8 +76,9 @@ pub struct GlobalArgs {
     #[arg(short = 'y', long, global = true)]
     pub yes: bool,
 
-    /// none: apply; client: show the changes and send nothing; server: let the API server
-    /// validate every write without persisting it. Bare --dry-run means client.
+    /// none: apply; client: show the changes and send nothing; server: send every write as a
+    /// dry run (permissions, admission and schema are checked, nothing is persisted; Calico's own
+    /// validation is not: calico-apiserver skips it on dry runs). Bare --dry-run means client.
     #[arg(
         long,
         global = true,

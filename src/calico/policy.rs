@@ -33,6 +33,17 @@ impl CalicoKind {
         matches!(self, Self::NetworkPolicy)
     }
 
+    /// The pseudo-resource calico-apiserver authorizes policy requests against, per tier
+    /// (Calico's tiered RBAC): `tier.<plural>`, named `<tier>.*` for the whole tier. None for
+    /// kinds that are not tiered.
+    pub fn tier_scoped_plural(self) -> Option<&'static str> {
+        match self {
+            Self::GlobalNetworkPolicy => Some("tier.globalnetworkpolicies"),
+            Self::NetworkPolicy => Some("tier.networkpolicies"),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GlobalNetworkPolicy => "GlobalNetworkPolicy",

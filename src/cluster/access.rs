@@ -15,6 +15,8 @@ pub struct Permission {
     pub group: &'static str,
     pub resource: &'static str,
     pub namespace: Option<String>,
+    /// A resource name, for rules that name one (Calico's tier pseudo-resources).
+    pub name: Option<String>,
 }
 
 impl Permission {
@@ -27,14 +29,23 @@ impl Permission {
     }
 
     fn describe(&self) -> String {
+        let mut what = format!("{} {}", self.verb, self.resource_name());
+        if let Some(name) = &self.name {
+            what.push_str(&format!(" named {name:?}"));
+        }
         match &self.namespace {
-            Some(ns) => format!("{} {} in namespace {ns}", self.verb, self.resource_name()),
-            None => format!("{} {}", self.verb, self.resource_name()),
+            Some(ns) => format!("{what} in namespace {ns}"),
+            None => what,
         }
     }
 
     fn can_i(&self) -> String {
-        let mut command = format!("kubectl auth can-i {} {}", self.verb, self.resource_name());
+        let mut target = self.resource_name();
+        if let Some(name) = &self.name {
+            target.push('/');
+            target.push_str(name);
+        }
+        let mut command = format!("kubectl auth can-i {} {target}", self.verb);
         if let Some(ns) = &self.namespace {
             command.push_str(&format!(" -n {ns}"));
         }
@@ -51,6 +62,9 @@ async fn allowed(cluster: &Cluster, permission: &Permission) -> Option<bool> {
     });
     if let Some(ns) = &permission.namespace {
         attributes["namespace"] = json!(ns);
+    }
+    if let Some(name) = &permission.name {
+        attributes["name"] = json!(name);
     }
     let review = json!({
         "apiVersion": "authorization.k8s.io/v1",

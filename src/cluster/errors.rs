@@ -75,6 +75,38 @@ fn transport_message(err: &kube::Error) -> String {
     parts.join(": ")
 }
 
+/// The namespace a 404 says is missing: writing into a namespace that does not exist answers
+/// NotFound for the namespace, not for the kind.
+fn missing_namespace(status: &kube::core::Status) -> Option<&str> {
+    let details = status.details.as_ref()?;
+    (details.kind == "namespaces").then_some(details.name.as_str())
+}
+
+/// What to check after a 403. Calico policies are also behind Calico's tiered RBAC, which
+/// calico-apiserver checks on top of the resource's own verbs and `kubectl auth can-i` cannot
+/// show: say which pseudo-resource it needs.
+fn forbidden_hint(target: &Target) -> String {
+    let tiered = match target.resource.as_str() {
+        "globalnetworkpolicies.projectcalico.org" => Some("tier.globalnetworkpolicies"),
+        "networkpolicies.projectcalico.org" => Some("tier.networkpolicies"),
+        _ => None,
+    };
+    let tiers = tiered
+        .map(|pseudo| {
+            format!(
+                "; Calico's tiered RBAC also needs get on tiers.projectcalico.org/default and {} on {pseudo}.projectcalico.org (named default.* to write)",
+                target.verb
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "your user may not {} {}; check with `{}`{tiers}, and see `kubectl calico-harden rbac` for the role this tool needs",
+        target.verb,
+        target.resource,
+        target.can_i()
+    )
+}
+
 /// An API error for a request on `target`, with the hint that fits its status code.
 pub fn api_error(target: &Target, status: &kube::core::Status) -> Error {
     let context = target.describe();
@@ -85,11 +117,9 @@ pub fn api_error(target: &Target, status: &kube::core::Status) -> Error {
     };
     let hint = match status.code {
         401 => Some("the credentials were rejected: log in again or pick another --context".to_string()),
-        403 => Some(format!(
-            "your user may not {} {}; check with `{}`, and see `kubectl calico-harden rbac` for the role this tool needs",
-            target.verb,
-            target.resource,
-            target.can_i()
+        403 => Some(forbidden_hint(target)),
+        404 if missing_namespace(status).is_some() => missing_namespace(status).map(|ns| format!(
+            "namespace {ns} does not exist: create it, or point the stage at the namespace where the component runs (-n)"
         )),
         404 if target.resource.ends_with("projectcalico.org") => Some(
             "the projectcalico.org/v3 API does not serve this kind: install the Calico API server (operator: create an APIServer resource named default) or Calico >= 3.32 with native v3 CRDs".to_string(),

@@ -325,11 +325,16 @@ fn needed_permissions(ctx: &Context, changes: &[Change]) -> Vec<cluster::access:
     use cluster::access::Permission;
     let mut needed: Vec<Permission> = changes
         .iter()
-        .map(|c| Permission {
-            verb: c.kind.verb(),
-            group: crate::calico::policy::API_GROUP,
-            resource: c.object_kind.plural(),
-            namespace: c.namespace.clone(),
+        .flat_map(|c| {
+            let mut permissions = vec![Permission {
+                verb: c.kind.verb(),
+                group: crate::calico::policy::API_GROUP,
+                resource: c.object_kind.plural(),
+                namespace: c.namespace.clone(),
+                name: None,
+            }];
+            permissions.extend(tier_permissions(c));
+            permissions
         })
         .collect();
     if ctx.dry_run == DryRun::None {
@@ -339,10 +344,39 @@ fn needed_permissions(ctx: &Context, changes: &[Change]) -> Vec<cluster::access:
                 group: "",
                 resource: "configmaps",
                 namespace: Some(ctx.history_namespace.clone()),
+                name: None,
             });
         }
     }
     needed
+}
+
+/// Calico's tiered RBAC, which calico-apiserver checks on top of the resource's own verbs: `get`
+/// on the policy's tier, and the verb on `tier.<plural>` for the whole tier (`<tier>.*`). The
+/// stages write to the `default` tier. SelfSubjectAccessReview answers for these pseudo-resources
+/// even though `kubectl auth can-i` warns that the server does not serve them.
+fn tier_permissions(change: &Change) -> Vec<cluster::access::Permission> {
+    use cluster::access::Permission;
+    const TIER: &str = "default";
+    let Some(tier_scoped) = change.object_kind.tier_scoped_plural() else {
+        return Vec::new();
+    };
+    vec![
+        Permission {
+            verb: "get",
+            group: crate::calico::policy::API_GROUP,
+            resource: "tiers",
+            namespace: None,
+            name: Some(TIER.to_string()),
+        },
+        Permission {
+            verb: change.kind.verb(),
+            group: crate::calico::policy::API_GROUP,
+            resource: tier_scoped,
+            namespace: change.namespace.clone(),
+            name: Some(format!("{TIER}.*")),
+        },
+    ]
 }
 
 /// What a write sequence achieved.
@@ -444,7 +478,7 @@ pub fn report_applied(ctx: &Context, changes: &[Change], applied: &Applied) {
             "dry run (client): {count} change(s) shown, nothing was sent to the cluster"
         )),
         (DryRun::Server, _) => printer.say(&format!(
-            "dry run (server): the API server accepted {count} change(s); nothing was persisted"
+            "dry run (server): the API server accepted {count} change(s); nothing was persisted (calico-apiserver does not run Calico's own validation on dry runs: the real write may still be refused)"
         )),
         (DryRun::None, Some(revision)) => printer.say_tone(
             Tone::Good,

@@ -8,7 +8,11 @@ use crate::ui::Printer;
 
 /// Every rule names only the verbs the tool uses on that resource. SelfSubjectReview and
 /// SelfSubjectAccessReview are not listed: Kubernetes grants them to every authenticated user
-/// (ClusterRole system:basic-user).
+/// (ClusterRole system:basic-user). The `tier*` rules are Calico's tiered RBAC, which
+/// calico-apiserver checks on every policy request: reading policies needs `get` on their tier and
+/// `get`/`list` on `tier.<plural>` (for every tier, so that `check` sees policies in Calico's own
+/// tiers too; a list without them is cut down to the tiers the user may see), writing needs the
+/// verb on `tier.<plural>` named `default.*` (the stages write to the default tier only).
 pub fn cluster_role() -> serde_json::Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -23,6 +27,9 @@ pub fn cluster_role() -> serde_json::Value {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
             {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["globalnetworkpolicies", "networkpolicies"], "verbs": ["list", "get", "create", "update", "delete"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["tiers"], "verbs": ["get"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies"], "verbs": ["get", "list"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies"], "resourceNames": ["default.*"], "verbs": ["create", "update", "delete"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["hostendpoints", "ippools"], "verbs": ["list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["kubecontrollersconfigurations"], "verbs": ["get", "patch", "update"]},

@@ -199,6 +199,21 @@ func (c *clients) resetCalicoKinds(ctx context.Context, seed *seedState, kinds [
 				desired[o.GetNamespace()+"/"+o.GetName()] = o
 			}
 		}
+		if len(desired) == 0 && !seed.Native {
+			// Nothing of this kind in the seed: empty Calico's storage in one request.
+			// Through calico-apiserver each delete is a request of its own, and it
+			// writes to its storage at 50 requests/s (libcalico-go's default QPS): a
+			// thousand policies of the scale test would take 20 s.
+			storage := schema.GroupVersionResource{Group: calicoStorageGroup, Version: "v1", Resource: r.GVR.Resource}
+			fns = append(fns, func() error {
+				err := c.dyn.Resource(storage).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+				if apierrors.IsNotFound(err) {
+					return c.deleteEach(ctx, r.GVR)
+				}
+				return err
+			})
+			continue
+		}
 		fns = append(fns, func() error {
 			list, err := c.dyn.Resource(r.GVR).List(ctx, metav1.ListOptions{})
 			if err != nil {
@@ -226,6 +241,22 @@ func (c *clients) resetCalicoKinds(ctx context.Context, seed *seedState, kinds [
 		})
 	}
 	return parallel(fns...)
+}
+
+// deleteEach deletes every object of a kind, one request each.
+func (c *clients) deleteEach(ctx context.Context, gvr schema.GroupVersionResource) error {
+	list, err := c.dyn.Resource(gvr).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", gvr.Resource, err)
+	}
+	dels := []func() error{}
+	for i := range list.Items {
+		o := &list.Items[i]
+		dels = append(dels, func() error {
+			return ignoreNotFound(c.dyn.Resource(gvr).Namespace(o.GetNamespace()).Delete(ctx, o.GetName(), metav1.DeleteOptions{}))
+		})
+	}
+	return parallel(dels...)
 }
 
 func emptyToNil(v any) any {

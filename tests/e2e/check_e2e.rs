@@ -1,10 +1,9 @@
 //! `check`, `explain` and lockdown's critical-flow preflight through the real binary on the lab
 //! seed.
 //!
-//! The seed's nodes and pods live in 127.0.0.0/8, which the localhost stage allows as a
-//! destination: on this seed it would allow every host-to-host flow. Tests that take a host
-//! flow's own stage away also delete the localhost policy so that the verdict depends on the
-//! stage, as it does on a cluster with routable addresses (the engine's unit tests cover both).
+//! The lab has a real cluster's addresses (nodes 10.0.0.x, pods 192.168.0.0/16, the API server
+//! published at 10.0.0.1:6443), so every verdict depends on the policies that select the flow,
+//! not on the localhost stage.
 
 use serde_json::Value;
 
@@ -65,6 +64,13 @@ fn fresh_lab_allows_every_critical_flow() {
     assert_eq!(code, 0);
     let flows = report["flows"].as_array().unwrap();
     assert!(flows.len() > 20, "{}", flows.len());
+    // The flows a lockout is made of, on the lab's real ports.
+    for port in ["tcp/6443", "tcp/10250", "tcp/5473", "udp/53", "tcp/53"] {
+        assert!(
+            flows.iter().any(|f| f["protocol"] == port),
+            "no {port} flow in {flows:?}"
+        );
+    }
     for f in flows {
         assert_eq!(f["now"]["allowed"], true, "{f}");
         assert!(f["after"].is_null());
@@ -92,11 +98,7 @@ fn hardened_lab_passes_check_after_lockdown_and_explain_names_the_kubelet_policy
     assert!(run.stdout.contains("kapi-to-kubelet"), "{}", run.stdout);
     assert!(run.stdout.contains("ALLOWED"), "{}", run.stdout);
 
-    // Without the localhost policy (see the module docs) the stages alone keep every flow, and
-    // the kubelet's is decided by its own policy on both sides.
-    delete_gnp(&c, "allow-containers-access-to-localhost");
-    let run = calico_harden(&c, &["check", "--after", "lockdown"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    // The kubelet's flow is decided by its own policy on both sides.
     let run = calico_harden(
         &c,
         &[
@@ -133,7 +135,6 @@ fn without_the_kubelet_stage_check_and_lockdown_name_kubelet() {
     let c = harness::cluster(Seed::Lab);
     harden(&c);
     delete_gnp(&c, "kapi-to-kubelet");
-    delete_gnp(&c, "allow-containers-access-to-localhost");
 
     let run = calico_harden(&c, &["check", "--after", "lockdown"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);

@@ -197,6 +197,38 @@ fn calico_schema_rejects_invalid_policy() {
     assert!(stderr.contains("spec.order"), "{stderr}");
 }
 
+#[test]
+fn calico_validation_rejects_what_the_schema_alone_accepted() {
+    let c = cluster(Seed::Lab);
+    let bad = r#"{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"smoke-explode"},"spec":{"selector":"all()","types":["Ingress"],"ingress":[{"action":"Explode"}]}}"#;
+    let out = c.kubectl_stdin(&["create", "-f", "-"], bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Explode"), "{stderr}");
+    let bad_selector = r#"{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"smoke-selector"},"spec":{"selector":"app == ","types":["Ingress"]}}"#;
+    assert!(
+        !c.kubectl_stdin(&["create", "-f", "-"], bad_selector)
+            .status
+            .success()
+    );
+    let bad_port = r#"{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"smoke-port"},"spec":{"selector":"all()","types":["Ingress"],"ingress":[{"action":"Allow","protocol":"TCP","destination":{"ports":[70000]}}]}}"#;
+    assert!(
+        !c.kubectl_stdin(&["create", "-f", "-"], bad_port)
+            .status
+            .success()
+    );
+
+    // calico-apiserver v3.31.0 skips Calico's validation on a server-side dry run: the same
+    // object is accepted there. The plugin's --dry-run=server therefore never claims that Calico
+    // validated anything.
+    let dry = c.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], bad);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+}
+
 fn heps(c: &crate::harness::ClusterGuard) -> Vec<Value> {
     items(&c.get_json(&["hostendpoints.projectcalico.org"])).clone()
 }

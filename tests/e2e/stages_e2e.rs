@@ -857,3 +857,29 @@ fn history_keeps_the_newest_history_max_revisions_and_as_impersonates() {
     assert!(run.stderr.contains("forbidden"), "{}", run.stderr);
     assert!(c.writes_since(&mark).is_empty());
 }
+
+#[test]
+fn a_missing_namespace_is_named_not_mistaken_for_a_missing_calico_kind() {
+    let c = harness::cluster(Seed::Lab);
+    c.kubectl_ok(&["delete", "namespace", "calico-system", "--wait=true"]);
+    let mark = c.audit_mark();
+    let run = calico_harden(&c, &["controllers-to-calico-apiserver", "--yes"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("namespace calico-system does not exist"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("does not serve this kind"),
+        "{}",
+        run.stderr
+    );
+    let created: Vec<_> = c
+        .writes_since(&mark)
+        .into_iter()
+        .filter(|w| w.response_code.is_some_and(|code| code < 300) && w.resource != "configmaps")
+        .collect();
+    assert!(created.is_empty(), "{created:?}");
+}
