@@ -6,6 +6,7 @@
 //! recognised. The hard-coded lab facts are replaced by detected ones, and we deliberately differ
 //! in two places: DNS over TCP too, and platform namespaces left out of `isolate-apps`.
 
+pub mod canary;
 mod render;
 
 use std::fmt;
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use crate::calico::policy::{API_VERSION, CalicoKind, PolicySpec};
 use crate::error::Error;
 
-pub use render::render;
+pub use render::{narrowed_safety_net, render};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "kubectl-calico-harden";

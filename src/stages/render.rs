@@ -64,18 +64,30 @@ fn no_control_plane() -> StageRender {
 }
 
 fn safety_net() -> StageRender {
+    StageRender::Objects(safety_net_objects(None))
+}
+
+/// The safety net selecting only what `selector` matches: `lockdown --nodes` narrows it so
+/// that default deny reaches some host endpoints first (see [`super::canary`]).
+pub fn narrowed_safety_net(selector: &str) -> Vec<DesiredObject> {
+    safety_net_objects(Some(selector))
+}
+
+fn safety_net_objects(selector: Option<&str>) -> Vec<DesiredObject> {
     let mut allow = PolicySpec::order(100_001);
+    allow.selector = selector.map(str::to_string);
     allow.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
     allow.ingress = vec![Rule::allow()];
     allow.egress = vec![Rule::allow()];
     let mut log = PolicySpec::order(100_000);
+    log.selector = selector.map(str::to_string);
     log.types = types(&[PolicyType::Ingress, PolicyType::Egress]);
     log.ingress = vec![Rule::new(Action::Log)];
     log.egress = vec![Rule::new(Action::Log)];
-    StageRender::Objects(vec![
+    vec![
         gnp(StageId::SafetyNet, "final-allow-everything", &allow),
         gnp(StageId::SafetyNet, "log-everything", &log),
-    ])
+    ]
 }
 
 fn localhost() -> StageRender {
