@@ -214,7 +214,7 @@ pub enum Command {
     /// that NEW connections to the API server still work and asks for confirmation; without it
     /// the safety net is restored automatically (commit-confirmed).
     #[command(visible_alias = "default-deny")]
-    Lockdown(LockdownArgs),
+    Lockdown(LockdownCommandArgs),
 
     /// Every stage's state, the detected facts, and the next step.
     ///
@@ -313,6 +313,19 @@ pub struct LockdownArgs {
     /// net is restored automatically, e.g. 60s.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub confirm_timeout: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LockdownCommandArgs {
+    #[command(flatten)]
+    pub lockdown: LockdownArgs,
+
+    /// Canary: default deny only on the host endpoints of the nodes this label selector
+    /// selects (kubectl syntax, e.g. kubernetes.io/hostname=node1 or
+    /// node-role.kubernetes.io/canary). The safety net stays for every workload and every
+    /// other host; a later `lockdown` without --nodes completes it.
+    #[arg(long, value_name = "SELECTOR")]
+    pub nodes: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -56,13 +56,96 @@ pub struct ClusterFacts {
     /// images carry one.
     pub calico_node_version: Option<String>,
     pub kube_controllers_version: Option<String>,
+    /// The Calico release as Calico reports it (ClusterInformation, the operator's Installation).
+    pub versions: CalicoVersions,
     /// The label that selects the cluster DNS pods, e.g. ("k8s-app", "kube-dns").
     pub dns_label: (String, String),
     pub node_count: usize,
     pub nodes: Vec<String>,
     pub namespaces: Vec<String>,
     pub host_endpoints: HostEndpointFacts,
+    /// FelixConfiguration `default`'s failsafe ports.
     pub failsafe: FailsafeFacts,
+    /// What else Felix's configuration decides for node-to-node traffic.
+    pub felix: FelixFacts,
+    /// Goldmane (flow logs, Calico 3.30+) and Whisker, when deployed.
+    pub observability: ObservabilityFacts,
+    /// Admission webhooks served by Calico's pods (Calico 3.32); None when they could not be read.
+    pub admission_webhooks: Option<Vec<AdmissionWebhook>>,
+}
+
+/// The Calico release, from every place that names it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct CalicoVersions {
+    /// ClusterInformation `default` spec.calicoVersion, which calico-node writes at start-up.
+    pub cluster_information: Option<String>,
+    /// The Tigera operator's Installation `default` status.calicoVersion.
+    pub operator: Option<String>,
+}
+
+/// Felix's settings beyond the default failsafe ports: FelixConfiguration `default`, and the
+/// per-node `node.<name>` ones, which Felix lays over the default field by field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FelixFacts {
+    /// `vxlanPort`: where Felix sends VXLAN and what it accepts between hosts before policy.
+    pub vxlan_port: u16,
+    /// `wireguardListeningPort` when `wireguardEnabled`.
+    pub wireguard_port: Option<u16>,
+    /// `wireguardListeningPortV6` when `wireguardEnabledV6`.
+    pub wireguard_port_v6: Option<u16>,
+    /// Nodes whose `FelixConfiguration node.<name>` sets failsafe ports, with the ports Felix runs
+    /// with there.
+    pub node_failsafe: BTreeMap<String, FailsafeFacts>,
+}
+
+pub const FELIX_DEFAULT_VXLAN_PORT: u16 = 4789;
+pub const FELIX_DEFAULT_WIREGUARD_PORT: u16 = 51820;
+pub const FELIX_DEFAULT_WIREGUARD_PORT_V6: u16 = 51821;
+/// FelixConfiguration names that configure one node.
+pub const FELIX_NODE_CONFIGURATION_PREFIX: &str = "node.";
+
+impl Default for FelixFacts {
+    fn default() -> Self {
+        Self {
+            vxlan_port: FELIX_DEFAULT_VXLAN_PORT,
+            wireguard_port: None,
+            wireguard_port_v6: None,
+            node_failsafe: BTreeMap::new(),
+        }
+    }
+}
+
+impl ClusterFacts {
+    /// The failsafe ports Felix runs with on `node`.
+    pub fn failsafe_on(&self, node: &str) -> &FailsafeFacts {
+        self.felix.node_failsafe.get(node).unwrap_or(&self.failsafe)
+    }
+}
+
+/// Goldmane's port (the operator's Service and every client's default: `goldmane...:7443`).
+pub const GOLDMANE_PORT: u16 = 7443;
+
+/// Where flow logs go: Felix on every node and Whisker's backend send them to Goldmane.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ObservabilityFacts {
+    /// `namespace/name` of the Goldmane pods.
+    pub goldmane_pods: Vec<String>,
+    pub goldmane_port: u16,
+    pub whisker_pods: Vec<String>,
+}
+
+/// A webhook the API server calls on writes, served by Calico's pods.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdmissionWebhook {
+    /// `<ValidatingWebhookConfiguration>/<webhook>`.
+    pub name: String,
+    /// `namespace/name` of the Service it calls.
+    pub service: String,
+    /// failurePolicy Fail (the default): when the API server cannot reach it, every write it
+    /// covers fails, Calico's and this tool's own (restoring the safety net included).
+    pub fails_closed: bool,
+    /// The Service's ready endpoints: address and target port.
+    pub endpoints: Vec<(String, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -152,6 +235,7 @@ impl ClusterFacts {
             typha_port: 5473,
             calico_node_version: None,
             kube_controllers_version: None,
+            versions: CalicoVersions::default(),
             dns_label: ("k8s-app".into(), "kube-dns".into()),
             node_count: 1,
             nodes: vec!["control".into()],
@@ -161,6 +245,9 @@ impl ClusterFacts {
                 ..Default::default()
             },
             failsafe: FailsafeFacts::felix_defaults(),
+            felix: FelixFacts::default(),
+            observability: ObservabilityFacts::default(),
+            admission_webhooks: Some(Vec::new()),
         }
     }
 }
@@ -169,6 +256,9 @@ impl ClusterFacts {
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     pub calico_api: Option<CalicoApiMode>,
+    /// The namespace of the Service the aggregated APIService names: where calico-apiserver
+    /// runs (its pods may be invisible to the user, or labelled otherwise).
+    pub calico_apiserver_service_namespace: Option<String>,
     pub nodes: Vec<Value>,
     /// EndpointSlices of the `kubernetes` Service in `default`.
     pub apiserver_endpoint_slices: Vec<Value>,
@@ -183,6 +273,18 @@ pub struct Inventory {
     pub namespaces: Vec<Value>,
     pub kube_controllers_configuration: Option<Value>,
     pub felix_configuration: Option<Value>,
+    /// FelixConfigurations named `node.<name>`: per-node overrides of the default.
+    pub felix_node_configurations: Vec<Value>,
+    /// Tiers (order, defaultAction); None when they could not be listed.
+    pub tiers: Option<Vec<Value>>,
+    /// ClusterInformation `default`, when readable.
+    pub cluster_information: Option<Value>,
+    /// The Tigera operator's Installation `default`, when the operator is installed and readable.
+    pub installation: Option<Value>,
+    /// ValidatingWebhookConfigurations; None when they could not be listed.
+    pub validating_webhooks: Option<Vec<Value>>,
+    /// EndpointSlices of the Services that webhooks in a Calico namespace call.
+    pub webhook_endpoint_slices: Vec<Value>,
     pub host_endpoints: Vec<Value>,
     /// Kubernetes NetworkPolicies (networking.k8s.io/v1), all namespaces; Calico enforces them
     /// in the default tier at order 1000.
@@ -193,8 +295,7 @@ pub struct Inventory {
 }
 
 /// Pods whose labels the facts read; the LIST asks for exactly these.
-pub const SYSTEM_POD_LABEL_SELECTOR: &str =
-    "k8s-app in (calico-apiserver,calico-typha,calico-kube-controllers,calico-node,kube-dns)";
+pub const SYSTEM_POD_LABEL_SELECTOR: &str = "k8s-app in (calico-apiserver,calico-typha,calico-kube-controllers,calico-node,kube-dns,goldmane,whisker)";
 
 /// The `k8s-app` values [`SYSTEM_POD_LABEL_SELECTOR`] selects.
 pub const SYSTEM_POD_APPS: &[&str] = &[
@@ -203,7 +304,12 @@ pub const SYSTEM_POD_APPS: &[&str] = &[
     "calico-kube-controllers",
     "calico-node",
     "kube-dns",
+    "goldmane",
+    "whisker",
 ];
+
+/// Namespaces Calico's own components run in (operator installs; calico-apiserver's before 3.31).
+pub const CALICO_NAMESPACES: &[&str] = &["calico-system", "calico-apiserver", "tigera-operator"];
 
 pub fn is_system_pod(pod: &Value) -> bool {
     label(pod, "k8s-app").is_some_and(|app| SYSTEM_POD_APPS.contains(&app))
@@ -323,8 +429,15 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
 
     let pods = &inv.system_pods;
     let calico_apiserver = pods_with_app(pods, "calico-apiserver").next();
-    let calico_apiserver_namespace =
-        calico_apiserver.and_then(|p| str_at(p, "/metadata/namespace").map(str::to_string));
+    // Its pods say where it runs; without them, the APIService that routes to it does. Either way
+    // `plan` then agrees with itself: an API served by calico-apiserver has a calico-apiserver.
+    let calico_apiserver_namespace = calico_apiserver
+        .and_then(|p| str_at(p, "/metadata/namespace").map(str::to_string))
+        .or_else(|| {
+            (inv.calico_api == Some(CalicoApiMode::AggregatedApiserver))
+                .then(|| inv.calico_apiserver_service_namespace.clone())
+                .flatten()
+        });
     let calico_apiserver_port = calico_apiserver.map_or(5443, |p| container_port(p, 5443));
 
     let kube_controllers_namespace = pods_with_app(pods, "calico-kube-controllers")
@@ -361,6 +474,36 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
 
     let host_endpoints = host_endpoint_facts(inv);
     let failsafe = failsafe_facts(inv.felix_configuration.as_ref());
+    let felix = felix_facts(inv, &failsafe);
+    let pod_key = |p: &Value| {
+        Some(format!(
+            "{}/{}",
+            str_at(p, "/metadata/namespace")?,
+            str_at(p, "/metadata/name")?
+        ))
+    };
+    let goldmane: Vec<&Value> = pods_with_app(pods, "goldmane").collect();
+    let observability = ObservabilityFacts {
+        goldmane_pods: goldmane.iter().filter_map(|p| pod_key(p)).collect(),
+        goldmane_port: goldmane
+            .first()
+            .map_or(GOLDMANE_PORT, |p| container_port(p, GOLDMANE_PORT)),
+        whisker_pods: pods_with_app(pods, "whisker").filter_map(pod_key).collect(),
+    };
+    let versions = CalicoVersions {
+        cluster_information: inv
+            .cluster_information
+            .as_ref()
+            .and_then(|c| str_at(c, "/spec/calicoVersion"))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+        operator: inv
+            .installation
+            .as_ref()
+            .and_then(|i| str_at(i, "/status/calicoVersion"))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+    };
 
     ClusterFacts {
         calico_api: inv.calico_api.unwrap_or(CalicoApiMode::NotServed),
@@ -375,12 +518,16 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
         calico_node_version: pods_with_app(pods, "calico-node").find_map(image_version),
         kube_controllers_version: pods_with_app(pods, "calico-kube-controllers")
             .find_map(image_version),
+        versions,
         dns_label: ("k8s-app".into(), "kube-dns".into()),
         node_count: inv.nodes.len(),
         nodes: nodes_by_name.keys().map(|n| n.to_string()).collect(),
         namespaces,
         host_endpoints,
         failsafe,
+        felix,
+        observability,
+        admission_webhooks: admission_webhooks(inv),
     }
 }
 
@@ -466,7 +613,12 @@ fn host_endpoint_facts(inv: &Inventory) -> HostEndpointFacts {
 }
 
 fn failsafe_facts(felix: Option<&Value>) -> FailsafeFacts {
-    let mut facts = FailsafeFacts::felix_defaults();
+    overlay_failsafe(FailsafeFacts::felix_defaults(), felix)
+}
+
+/// `base` with the failsafe fields `felix` sets laid over it.
+fn overlay_failsafe(base: FailsafeFacts, felix: Option<&Value>) -> FailsafeFacts {
+    let mut facts = base;
     let spec = felix.and_then(|f| f.get("spec"));
     let read = |key: &str| -> Option<Vec<String>> {
         let list = spec?.get(key)?.as_array()?;
@@ -489,6 +641,196 @@ fn failsafe_facts(felix: Option<&Value>) -> FailsafeFacts {
         facts.defaults = false;
     }
     facts
+}
+
+/// A FelixConfiguration field, `node.<name>` over `default`.
+fn felix_field<'a>(
+    node: Option<&'a Value>,
+    default: Option<&'a Value>,
+    key: &str,
+) -> Option<&'a Value> {
+    node.and_then(|n| n.pointer(&format!("/spec/{key}")))
+        .or_else(|| default.and_then(|d| d.pointer(&format!("/spec/{key}"))))
+}
+
+fn felix_port(value: Option<&Value>, fallback: u16) -> u16 {
+    value
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(fallback)
+}
+
+fn felix_facts(inv: &Inventory, default_failsafe: &FailsafeFacts) -> FelixFacts {
+    let default = inv.felix_configuration.as_ref();
+    let enabled = |key: &str| {
+        felix_field(None, default, key)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let node_failsafe = inv
+        .felix_node_configurations
+        .iter()
+        .filter_map(|config| {
+            let node =
+                str_at(config, "/metadata/name")?.strip_prefix(FELIX_NODE_CONFIGURATION_PREFIX)?;
+            let spec = config.get("spec")?;
+            let sets_failsafe = spec.get("failsafeInboundHostPorts").is_some()
+                || spec.get("failsafeOutboundHostPorts").is_some();
+            sets_failsafe.then(|| {
+                (
+                    node.to_string(),
+                    overlay_failsafe(default_failsafe.clone(), Some(config)),
+                )
+            })
+        })
+        .collect();
+    FelixFacts {
+        vxlan_port: felix_port(
+            felix_field(None, default, "vxlanPort"),
+            FELIX_DEFAULT_VXLAN_PORT,
+        ),
+        wireguard_port: enabled("wireguardEnabled").then(|| {
+            felix_port(
+                felix_field(None, default, "wireguardListeningPort"),
+                FELIX_DEFAULT_WIREGUARD_PORT,
+            )
+        }),
+        wireguard_port_v6: enabled("wireguardEnabledV6").then(|| {
+            felix_port(
+                felix_field(None, default, "wireguardListeningPortV6"),
+                FELIX_DEFAULT_WIREGUARD_PORT_V6,
+            )
+        }),
+        node_failsafe,
+    }
+}
+
+/// Webhooks whose Service is in a Calico namespace, with the endpoints of that Service.
+fn admission_webhooks(inv: &Inventory) -> Option<Vec<AdmissionWebhook>> {
+    let configurations = inv.validating_webhooks.as_ref()?;
+    let mut found = Vec::new();
+    for configuration in configurations {
+        let config_name = str_at(configuration, "/metadata/name").unwrap_or_default();
+        for webhook in configuration
+            .get("webhooks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some((namespace, service)) = calico_webhook_service(webhook) else {
+                continue;
+            };
+            let endpoints = service_endpoints(&inv.webhook_endpoint_slices, namespace, service);
+            found.push(AdmissionWebhook {
+                name: format!(
+                    "{config_name}/{}",
+                    str_at(webhook, "/name").unwrap_or_default()
+                ),
+                service: format!("{namespace}/{service}"),
+                // admissionregistration.k8s.io/v1 defaults failurePolicy to Fail.
+                fails_closed: str_at(webhook, "/failurePolicy").unwrap_or("Fail") == "Fail",
+                endpoints,
+            });
+        }
+    }
+    Some(found)
+}
+
+/// The Service (namespace, name) a webhook calls, when it is in a Calico namespace.
+pub fn calico_webhook_service(webhook: &Value) -> Option<(&str, &str)> {
+    let namespace = str_at(webhook, "/clientConfig/service/namespace")?;
+    let name = str_at(webhook, "/clientConfig/service/name")?;
+    CALICO_NAMESPACES
+        .contains(&namespace)
+        .then_some((namespace, name))
+}
+
+/// Ready addresses and ports of a Service, from its EndpointSlices.
+fn service_endpoints(slices: &[Value], namespace: &str, service: &str) -> Vec<(String, u16)> {
+    let mut out = BTreeSet::new();
+    for slice in slices.iter().filter(|s| {
+        str_at(s, "/metadata/namespace") == Some(namespace)
+            && label(s, "kubernetes.io/service-name") == Some(service)
+    }) {
+        let ports: Vec<u16> = slice
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| str_at(p, "/protocol").unwrap_or("TCP") == "TCP")
+            .filter_map(|p| u16::try_from(p.get("port")?.as_u64()?).ok())
+            .collect();
+        for endpoint in slice
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.pointer("/conditions/ready").and_then(Value::as_bool) != Some(false))
+        {
+            for address in endpoint
+                .get("addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                for port in &ports {
+                    out.insert((address.to_string(), *port));
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+impl ClusterFacts {
+    /// The Calico release and where it was read: ClusterInformation, else the operator's
+    /// Installation, else calico-node's image tag.
+    pub fn calico_version(&self) -> Option<(&str, &'static str)> {
+        self.versions
+            .cluster_information
+            .as_deref()
+            .map(|v| (v, "ClusterInformation default"))
+            .or_else(|| {
+                self.versions
+                    .operator
+                    .as_deref()
+                    .map(|v| (v, "Installation default (operator)"))
+            })
+            .or_else(|| {
+                self.calico_node_version
+                    .as_deref()
+                    .map(|v| (v, "calico-node image"))
+            })
+    }
+
+    /// calico-kube-controllers against calico-node, in words: equal, older, or the dangerous
+    /// newer (with the fix). None when either image carries no version.
+    pub fn version_skew(&self) -> Option<String> {
+        let controllers = self.kube_controllers_version.as_deref()?;
+        let node = self.calico_node_version.as_deref()?;
+        if let Some((controllers, node)) = self.controllers_newer_than_node() {
+            return Some(format!(
+                "calico-kube-controllers {controllers} is newer than calico-node {node}: {}",
+                skew_fix(&controllers, &node)
+            ));
+        }
+        Some(if parse_version(controllers) == parse_version(node) {
+            format!("none (calico-kube-controllers and calico-node both {node})")
+        } else {
+            format!(
+                "calico-kube-controllers {controllers}, calico-node {node} (older controllers are safe for host endpoints)"
+            )
+        })
+    }
+}
+
+/// What to do about calico-kube-controllers being newer than calico-node (Calico PR #3552).
+pub fn skew_fix(controllers: &str, node: &str) -> String {
+    format!(
+        "upgrade calico-node to {controllers} (or roll calico-kube-controllers back to {node}) before enabling host endpoints; with the operator, finish the upgrade until `kubectl get tigerastatus calico` is Available"
+    )
 }
 
 #[cfg(test)]
@@ -556,6 +898,27 @@ mod tests {
         assert_eq!(facts.calico_apiserver_namespace, None);
         assert!(facts.typha_nodes.is_empty());
         assert_eq!(facts.calico_api, CalicoApiMode::NotServed);
+    }
+
+    #[test]
+    fn calico_apiserver_without_visible_pods_is_where_its_apiservice_routes() {
+        let served = Inventory {
+            calico_api: Some(CalicoApiMode::AggregatedApiserver),
+            calico_apiserver_service_namespace: Some("calico-system".into()),
+            ..Default::default()
+        };
+        let facts = detect(&served);
+        assert_eq!(
+            facts.calico_apiserver_namespace.as_deref(),
+            Some("calico-system")
+        );
+        assert_eq!(facts.calico_apiserver_port, 5443);
+        let native = Inventory {
+            calico_api: Some(CalicoApiMode::NativeCrds),
+            calico_apiserver_service_namespace: Some("calico-system".into()),
+            ..Default::default()
+        };
+        assert_eq!(detect(&native).calico_apiserver_namespace, None);
     }
 
     #[test]

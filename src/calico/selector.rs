@@ -307,7 +307,7 @@ pub fn parse(input: &str) -> Result<Selector, SelectorError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tokenizer: a transcription of Calico's tokenizer.Tokenize. Instead of failing outright, a
+// Tokenizer: a transcription of Calico v3.31.0's tokenizer.Tokenize. Instead of failing outright, a
 // lexical error becomes the last token, so the parser can report an earlier syntax error first.
 
 #[derive(Clone, Debug, PartialEq)]
@@ -347,18 +347,14 @@ fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'-')
 }
 
-/// Go regexp `\s`: `[\t\n\f\r ]` (no vertical tab).
-fn is_re_space(b: u8) -> bool {
-    matches!(b, b'\t' | b'\n' | 0x0c | b'\r' | b' ')
+/// Calico's tokenizer skips only spaces and tabs (`trimWhitespace`), also inside `has( )`,
+/// `all( )`, `global( )` and between the words of `not in`, `starts with`, `ends with`.
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
 }
 
-/// Go regexp `\w` (ASCII only), for `\b`.
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-fn skip_re_space(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && is_re_space(s[i]) {
+fn skip_blanks(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_blank(s[i]) {
         i += 1;
     }
     i
@@ -372,25 +368,29 @@ fn key_run(s: &[u8], start: usize) -> usize {
     i - start
 }
 
-/// `^first\s*second`, returning the match length.
-fn match_two_words(s: &[u8], first: &str, second: &str) -> Option<usize> {
-    let rest = s.strip_prefix(first.as_bytes())?;
-    let i = skip_re_space(rest, 0);
-    rest[i..]
-        .starts_with(second.as_bytes())
-        .then_some(first.len() + i + second.len())
-}
-
-/// `^word\b` after an optional `^not\s*` prefix, used for `in` and `not in`.
+/// Calico's `isWordBoundary`: the end of the input or a byte that cannot be in a label key.
 fn word_boundary_at(s: &[u8], end: usize) -> bool {
-    end >= s.len() || !is_word_byte(s[end])
+    end >= s.len() || !is_key_byte(s[end])
 }
 
-/// What `name\(\s*\)` (all, global) leaves: `Ok(len)` on a match, `Err(offset)` when the
+/// Calico's `cutMultiWordPrefixCheckBreak`: each word followed by optional blanks, then a word
+/// boundary. Returns the length consumed (blanks included).
+fn match_words(s: &[u8], words: &[&str]) -> Option<usize> {
+    let mut i = 0;
+    for word in words {
+        if !s[i..].starts_with(word.as_bytes()) {
+            return None;
+        }
+        i = skip_blanks(s, i + word.len());
+    }
+    word_boundary_at(s, i).then_some(i)
+}
+
+/// What `name(` blanks `)` (all, global) leaves: `Ok(len)` on a match, `Err(offset)` when the
 /// input starts with `name(` but does not close, `None` when it does not start with `name(`.
 fn match_call(s: &[u8], name: &str) -> Option<Result<usize, usize>> {
     let after = s.strip_prefix(name.as_bytes())?.strip_prefix(b"(")?;
-    let i = skip_re_space(after, 0);
+    let i = skip_blanks(after, 0);
     let open = name.len() + 1;
     Some(if after.get(i) == Some(&b')') {
         Ok(open + i + 1)
@@ -479,18 +479,16 @@ fn tokenize(input: &str) -> Vec<Token<'_>> {
             }
             _ if last_was_label => {
                 // After a label only an operator word may follow.
-                if rest.starts_with(b"contains") {
-                    simple(Kind::Contains, "contains".len())
-                } else if let Some(n) = match_two_words(rest, "starts", "with") {
+                if let Some(n) = match_words(rest, &["contains"]) {
+                    simple(Kind::Contains, n)
+                } else if let Some(n) = match_words(rest, &["starts", "with"]) {
                     simple(Kind::StartsWith, n)
-                } else if let Some(n) = match_two_words(rest, "ends", "with") {
+                } else if let Some(n) = match_words(rest, &["ends", "with"]) {
                     simple(Kind::EndsWith, n)
-                } else if let Some(n) =
-                    match_two_words(rest, "not", "in").filter(|&n| word_boundary_at(rest, n))
-                {
+                } else if let Some(n) = match_words(rest, &["not", "in"]) {
                     simple(Kind::NotIn, n)
-                } else if rest.starts_with(b"in") && word_boundary_at(rest, 2) {
-                    simple(Kind::In, 2)
+                } else if let Some(n) = match_words(rest, &["in"]) {
+                    simple(Kind::In, n)
                 } else {
                     let Some(Token {
                         kind: Kind::Label(key),
@@ -509,10 +507,10 @@ fn tokenize(input: &str) -> Vec<Token<'_>> {
             }
             _ => {
                 if let Some(after) = rest.strip_prefix(b"has(") {
-                    // has\(\s*(KEY{1,512})\s*\)
-                    let i = skip_re_space(after, 0);
+                    // has( blanks KEY{1,512} blanks )
+                    let i = skip_blanks(after, 0);
                     let n = key_run(after, i);
-                    let j = skip_re_space(after, i + n);
+                    let j = skip_blanks(after, i + n);
                     let open = start + 4;
                     if n == 0 {
                         push_err(
@@ -554,8 +552,12 @@ fn tokenize(input: &str) -> Vec<Token<'_>> {
                         }
                     }
                 } else {
-                    let n = key_run(rest, 0).min(MAX_KEY_LEN);
-                    if n > 0 {
+                    let n = key_run(rest, 0);
+                    if n > MAX_KEY_LEN {
+                        let msg = format!("label key is longer than {MAX_KEY_LEN} characters");
+                        push_err(&mut tokens, start, msg);
+                        return tokens;
+                    } else if n > 0 {
                         Some((Kind::Label(&input[pos..pos + n]), n))
                     } else {
                         let c = input[pos..].chars().next().unwrap_or_default();
@@ -849,7 +851,9 @@ mod tests {
         assert!(!m("has(a)", &[("b", "a")]));
         assert!(m("!has(a)", &[("b", "b")]));
         assert!(!m("!has(a)", &[("a", "b")]));
-        assert!(m("has( \t\n a \r\n)", &[("a", "x")]));
+        assert!(m("has( \t a \t)", &[("a", "x")]));
+        // Calico 3.31 skips only spaces and tabs inside has( ).
+        assert!(parse("has( \t\n a \r\n)").is_err());
     }
 
     #[test]
@@ -887,7 +891,11 @@ mod tests {
         assert!(!m(r#"a ends with "c""#, &[("b", "c")]));
         // Calico's tokenizer allows any whitespace, or none, inside the two-word operators.
         assert!(m(r#"a startswith "a""#, &[("a", "ab")]));
-        assert!(m("a starts \t\n with 'a'", &[("a", "ab")]));
+        assert!(m("a starts \t with 'a'", &[("a", "ab")]));
+        assert!(m("a startswith 'a'", &[("a", "ab")]));
+        assert!(parse("a starts \t\n with 'a'").is_err());
+        // Every operator word needs a word boundary after it.
+        assert!(parse("a containsx 'a'").is_err());
         assert!(m(r#"a endswith"b""#, &[("a", "ab")]));
         assert!(m(r#"a notin {"x"}"#, &[("a", "y")]));
         assert!(m(r#"a contains"b""#, &[("a", "b")]));
@@ -901,7 +909,7 @@ mod tests {
             assert!(sel.matches(&labels(&[])));
             assert_eq!(sel.canonical(), "all()");
         }
-        let g = parse(" global( \n) ").unwrap();
+        let g = parse(" global( \t) ").unwrap();
         assert!(g.is_global() && !g.is_all() && g.mentions_global());
         assert!(g.matches(&labels(&[])) && g.matches(&labels(&[("a", "b")])));
         assert_eq!(g.canonical(), "global()");
@@ -997,14 +1005,11 @@ mod tests {
         let long = "k".repeat(512);
         assert!(m(&format!("{long} == 'x'"), &[(&long, "x")]));
         assert!(m(&format!("has({long})"), &[(&long, "")]));
-        // A 513-character key is a 512-character key followed by garbage...
+        // A 513-character key is refused ("label too long" in Calico 3.31), also when it ends
+        // in an operator word.
         assert!(parse(&format!("{long}k == 'x'")).is_err());
         assert!(parse(&format!("has({long}k)")).is_err());
-        // ...unless that garbage happens to be an operator word.
-        assert_eq!(
-            canon(&format!("{long}in {{'x'}}")),
-            format!(r#"{long} in {{"x"}}"#)
-        );
+        assert!(parse(&format!("{long}in {{'x'}}")).is_err());
         // Non-ASCII is only allowed inside string literals.
         assert!(parse("ä == 'x'").is_err());
         assert!(m("a == 'ä ö'", &[("a", "ä ö")]));
@@ -1016,13 +1021,16 @@ mod tests {
         assert!(parse("\thas(a)\t&&  has(b) ").is_ok());
         assert!(parse("has(a)\n&& has(b)").is_err());
         assert!(parse("\n").is_err());
-        // ...but inside has(), all(), global() and the operator words any \s is fine.
-        assert!(parse("all(\r\n)").is_ok());
-        assert!(parse("a not\nin {}").is_ok());
-        // Vertical tab is not \s in Go's regexp.
+        // ...and so inside has(), all(), global() and between operator words (Calico 3.31;
+        // older releases took any \s there).
+        assert!(parse("all(\r\n)").is_err());
+        assert!(parse("all( \t)").is_ok());
+        assert!(parse("a not\nin {}").is_err());
+        assert!(parse("a not \tin {}").is_ok());
         assert!(parse("has(\u{b}a)").is_err());
-        // Operator words need a word boundary only after `in`.
+        // Operator words need a word boundary, and label characters such as '-' are not one.
         assert!(parse("a inx {}").is_err());
+        assert!(parse("a in-x {}").is_err());
         assert!(parse("a in{}").is_ok());
         assert!(parse("a == 'x'&&has(b)||!has(c)").is_ok());
     }

@@ -12,7 +12,10 @@ use super::api::{calico_path, calico_target};
 use super::errors::Target;
 use crate::calico::policy::CalicoKind;
 use crate::error::{Error, Result};
-use crate::facts::{CalicoApiMode, Inventory, SYSTEM_POD_LABEL_SELECTOR, is_system_pod};
+use crate::facts::{
+    CalicoApiMode, FELIX_NODE_CONFIGURATION_PREFIX, Inventory, SYSTEM_POD_LABEL_SELECTOR,
+    calico_webhook_service, is_system_pod,
+};
 use crate::ui::progress::Progress;
 // The snapshot types live in a pure module; re-exported so callers read them where they are made.
 pub use crate::live::{LiveState, Observe, PodQuery, PodScope};
@@ -26,8 +29,10 @@ fn core_target(resource: &str) -> Target {
     }
 }
 
-/// Which API serves projectcalico.org/v3: the aggregated calico-apiserver, native CRDs, or none.
-async fn calico_api_mode(cluster: &Cluster) -> Result<CalicoApiMode> {
+/// Which API serves projectcalico.org/v3: the aggregated calico-apiserver, native CRDs, or none;
+/// for the aggregated one, the namespace of the Service its APIService names (where
+/// calico-apiserver runs, even when its pods cannot be seen).
+async fn calico_api_mode(cluster: &Cluster) -> Result<(CalicoApiMode, Option<String>)> {
     let discovery = Target {
         verb: "get",
         resource: "the projectcalico.org/v3 API group".into(),
@@ -40,7 +45,7 @@ async fn calico_api_mode(cluster: &Cluster) -> Result<CalicoApiMode> {
         .await?
         .is_none()
     {
-        return Ok(CalicoApiMode::NotServed);
+        return Ok((CalicoApiMode::NotServed, None));
     }
     let apiservice = Target {
         verb: "get",
@@ -62,15 +67,19 @@ async fn calico_api_mode(cluster: &Cluster) -> Result<CalicoApiMode> {
                 .pointer("/spec/service")
                 .is_some_and(|s| !s.is_null()) =>
         {
-            CalicoApiMode::AggregatedApiserver
+            let namespace = service
+                .pointer("/spec/service/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            (CalicoApiMode::AggregatedApiserver, namespace)
         }
-        Ok(_) => CalicoApiMode::NativeCrds,
+        Ok(_) => (CalicoApiMode::NativeCrds, None),
         // Without permission to read APIServices, assume the common case and say so.
         Err(err) => {
             tracing::warn!(
                 "cannot get apiservices.apiregistration.k8s.io/v3.projectcalico.org ({err}); assuming the aggregated calico-apiserver serves projectcalico.org/v3"
             );
-            CalicoApiMode::AggregatedApiserver
+            (CalicoApiMode::AggregatedApiserver, None)
         }
     })
 }
@@ -259,6 +268,111 @@ async fn list_k8s_network_policies(cluster: &Cluster) -> Result<Option<Vec<Value
         .ok())
 }
 
+/// FelixConfiguration `default` and the per-node `node.<name>` ones, from one LIST.
+async fn list_felix_configurations(cluster: &Cluster) -> Result<(Option<Value>, Vec<Value>)> {
+    let all = list_calico(cluster, CalicoKind::FelixConfiguration).await?;
+    let name = |c: &Value| {
+        c.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let default = all.iter().find(|c| name(c) == "default").cloned();
+    let per_node = all
+        .into_iter()
+        .filter(|c| name(c).starts_with(FELIX_NODE_CONFIGURATION_PREFIX))
+        .collect();
+    Ok((default, per_node))
+}
+
+/// Tiers give policy its order and what a tier does when no rule matched; without them the flow
+/// check assumes Calico's own tiers as the release creates them and says so (None).
+async fn list_tiers(cluster: &Cluster) -> Option<Vec<Value>> {
+    let target = core_target("tiers.projectcalico.org");
+    cluster
+        .api
+        .list("/apis/projectcalico.org/v3/tiers", None, &target)
+        .await
+        .inspect_err(|err| {
+            tracing::warn!(
+                "cannot list tiers.projectcalico.org ({err}); the flow check assumes Calico's own tiers (default, adminnetworkpolicy, baselineadminnetworkpolicy) with their built-in order and default action"
+            )
+        })
+        .map(Option::unwrap_or_default)
+        .ok()
+}
+
+/// One object whose absence only loses information (the Calico version): None when missing or
+/// unreadable, with a warning when unreadable.
+async fn get_optional(cluster: &Cluster, path: &str, resource: &str, name: &str) -> Option<Value> {
+    let target = Target {
+        verb: "get",
+        resource: resource.to_string(),
+        namespace: None,
+        name: Some(name.to_string()),
+    };
+    cluster
+        .api
+        .get(path, &target)
+        .await
+        .inspect_err(|err| {
+            tracing::warn!(
+                "cannot get {resource}/{name} ({err}); the Calico version it reports is not shown"
+            )
+        })
+        .ok()
+        .flatten()
+}
+
+/// ValidatingWebhookConfigurations, for the webhooks Calico's pods serve (the API server must
+/// reach them or every Calico write fails). Optional: None with a warning when forbidden.
+async fn list_validating_webhooks(cluster: &Cluster) -> Option<Vec<Value>> {
+    let target = core_target("validatingwebhookconfigurations.admissionregistration.k8s.io");
+    cluster
+        .api
+        .list(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            None,
+            &target,
+        )
+        .await
+        .inspect_err(|err| {
+            tracing::warn!(
+                "cannot list validatingwebhookconfigurations.admissionregistration.k8s.io ({err}); the flow check and lockdown's preflight cannot see whether the API server must reach Calico's admission webhooks"
+            )
+        })
+        .map(Option::unwrap_or_default)
+        .ok()
+}
+
+/// The EndpointSlices of the Services that webhooks in a Calico namespace call: where the API
+/// server sends its admission requests.
+async fn list_webhook_endpoint_slices(cluster: &Cluster, webhooks: &[Value]) -> Vec<Value> {
+    let mut services: Vec<(String, String)> = webhooks
+        .iter()
+        .filter_map(|c| c.get("webhooks").and_then(Value::as_array))
+        .flatten()
+        .filter_map(calico_webhook_service)
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .collect();
+    services.sort();
+    services.dedup();
+    let lists = futures::future::join_all(services.iter().map(|(namespace, service)| async move {
+        let path = format!("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices");
+        let selector = format!("kubernetes.io/service-name={service}");
+        list_core(cluster, &path, Some(&selector), "endpointslices.discovery.k8s.io")
+            .await
+            .inspect_err(|err| {
+                tracing::warn!(
+                    "cannot list the endpoints of Service {namespace}/{service} ({err}); its admission webhook is not checked"
+                )
+            })
+            .unwrap_or_default()
+    }))
+    .await;
+    lists.into_iter().flatten().collect()
+}
+
 /// Nodes and host endpoints only: what `enable-hep --wait` polls, two LISTs a round instead of
 /// the whole inventory.
 pub async fn nodes_and_host_endpoints(cluster: &Cluster) -> Result<(Vec<Value>, Vec<Value>)> {
@@ -278,7 +392,7 @@ pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
 /// Read what `observe` asks for, every LIST in parallel and page by page.
 pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<LiveState> {
     let progress = Progress::start("reading the cluster");
-    let (mode, nodes, slices, pods, namespaces) = tokio::try_join!(
+    let ((mode, calico_apiserver_service_namespace), nodes, slices, pods, namespaces) = tokio::try_join!(
         calico_api_mode(cluster),
         list_nodes(cluster, &progress),
         list_core(
@@ -300,18 +414,40 @@ pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<Live
     if mode == CalicoApiMode::NotServed {
         return Err(not_served_error());
     }
-    let (kcc, felix, heps, gnps, nps, ip_pools, knps) = tokio::try_join!(
+    let (kcc, (felix, felix_nodes), heps, gnps, nps, ip_pools, knps) = tokio::try_join!(
         get_calico(cluster, CalicoKind::KubeControllersConfiguration, "default"),
-        get_calico(cluster, CalicoKind::FelixConfiguration, "default"),
+        list_felix_configurations(cluster),
         list_calico(cluster, CalicoKind::HostEndpoint),
         list_calico(cluster, CalicoKind::GlobalNetworkPolicy),
         list_calico(cluster, CalicoKind::NetworkPolicy),
         list_ip_pools(cluster),
         list_k8s_network_policies(cluster),
     )?;
+    // Optional reads: each degrades with a warning that names it.
+    let (tiers, cluster_information, installation, webhooks) = tokio::join!(
+        list_tiers(cluster),
+        get_optional(
+            cluster,
+            "/apis/projectcalico.org/v3/clusterinformations/default",
+            "clusterinformations.projectcalico.org",
+            "default",
+        ),
+        get_optional(
+            cluster,
+            "/apis/operator.tigera.io/v1/installations/default",
+            "installations.operator.tigera.io",
+            "default",
+        ),
+        list_validating_webhooks(cluster),
+    );
+    let webhook_endpoint_slices = match &webhooks {
+        Some(webhooks) => list_webhook_endpoint_slices(cluster, webhooks).await,
+        None => Vec::new(),
+    };
     Ok(LiveState {
         inventory: Inventory {
             calico_api: Some(mode),
+            calico_apiserver_service_namespace,
             nodes,
             apiserver_endpoint_slices: slices,
             system_pods: pods.iter().filter(|p| is_system_pod(p)).cloned().collect(),
@@ -320,6 +456,12 @@ pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<Live
             namespaces,
             kube_controllers_configuration: kcc,
             felix_configuration: felix,
+            felix_node_configurations: felix_nodes,
+            tiers,
+            cluster_information,
+            installation,
+            validating_webhooks: webhooks,
+            webhook_endpoint_slices,
             host_endpoints: heps,
             k8s_network_policies_unread: knps.is_none(),
             k8s_network_policies: knps.unwrap_or_default(),
@@ -352,9 +494,37 @@ struct NamespaceFields {
 #[derive(Debug, Deserialize, Serialize)]
 struct NodeFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    metadata: Option<MetadataFields>,
+    metadata: Option<NodeMetadataFields>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<NodeStatusFields>,
+}
+
+/// A node's metadata with the Calico annotations the host endpoint prediction reads
+/// (`calico::host_endpoints::NODE_ANNOTATIONS`), and no others.
+#[derive(Debug, Deserialize, Serialize)]
+struct NodeMetadataFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    labels: Option<Map<String, Value>>,
+    #[serde(
+        default,
+        deserialize_with = "calico_node_annotations",
+        skip_serializing_if = "Option::is_none"
+    )]
+    annotations: Option<Map<String, Value>>,
+}
+
+fn calico_node_annotations<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Map<String, Value>>, D::Error> {
+    let all: Option<Map<String, Value>> = Option::deserialize(deserializer)?;
+    let kept: Map<String, Value> = all
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| crate::calico::host_endpoints::NODE_ANNOTATIONS.contains(&key.as_str()))
+        .collect();
+    Ok((!kept.is_empty()).then_some(kept))
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -450,7 +620,8 @@ mod tests {
         }
         json!({"apiVersion": "v1", "kind": "Node",
                "metadata": {"name": name, "labels": labels, "uid": "u", "resourceVersion": "7",
-                            "annotations": {"projectcalico.org/IPv4Address": format!("{ip}/24")},
+                            "annotations": {"projectcalico.org/IPv4Address": format!("{ip}/24"),
+                                            "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock"},
                             "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]},
                "spec": {"podCIDR": "192.168.0.0/24"},
                "status": {"addresses": [{"type": "InternalIP", "address": ip},
@@ -589,6 +760,11 @@ mod tests {
             json!({"type": "InternalIP", "address": "10.0.0.9"})
         );
         assert!(node["metadata"].get("managedFields").is_none());
+        // Of the annotations, only Calico's that the host endpoint prediction reads.
+        assert_eq!(
+            node["metadata"]["annotations"],
+            json!({"projectcalico.org/IPv4Address": "10.0.0.9/24"})
+        );
         assert!(node["status"].get("images").is_none());
         // An object with nothing we read stays an empty object, not an error.
         assert_eq!(pruned::<PodFields>(&json!({"kind": "Pod"})), json!({}));

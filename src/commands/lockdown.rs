@@ -1,20 +1,28 @@
 //! `lockdown`: remove the safety net after preflight checks, then prove that NEW connections to
 //! the API server still work and wait for the operator's confirmation; without it the safety
 //! net is restored over the connection still held (commit-confirmed, like `iptables-apply`).
+//!
+//! `--nodes SELECTOR` is a canary: the safety net is narrowed instead of removed, so default
+//! deny reaches only the selected nodes' host endpoints (see `stages::canary` for the selector
+//! and why the host endpoints' labels are verified first). The same preflight, confirmation,
+//! commit-confirmed revert and revision follow; a later `lockdown` deletes the narrowed safety
+//! net and so completes it, and `rollback` undoes either step.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::calico::policy::CalicoKind;
-use crate::cli::{DryRun, LockdownArgs};
+use crate::cli::{DryRun, LockdownArgs, LockdownCommandArgs};
 use crate::cluster::Cluster;
-use crate::cluster::inventory;
+use crate::cluster::inventory::{self, LiveState};
+use crate::engine::{self, FlowReport, build};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::facts;
+use crate::facts::{self, ClusterFacts};
 use crate::journal::{self, RevisionState};
-use crate::plan::{Change, delete_change};
-use crate::stages::{self, StageId, StageOptions, StageRender};
+use crate::plan::{Change, change_for, delete_change};
+use crate::stages::canary::{self, NodeSelector};
+use crate::stages::{self, DesiredObject, StageId, StageOptions, StageRender};
 use crate::ui::printer::Tone;
 
 use super::preflight::run_checks;
@@ -27,6 +35,8 @@ const PROBE_ATTEMPTS: u32 = 3;
 pub struct LockdownOptions {
     pub force: bool,
     pub confirm_timeout: Duration,
+    /// `--nodes`: a canary lockdown of these nodes' host endpoints; None locks down everything.
+    pub nodes: Option<NodeSelector>,
 }
 
 impl LockdownOptions {
@@ -34,8 +44,26 @@ impl LockdownOptions {
         Ok(Self {
             force: args.force,
             confirm_timeout: parse_duration(&args.confirm_timeout, "--confirm-timeout")?,
+            nodes: None,
         })
     }
+
+    /// The `lockdown` command's options: `--nodes` is parsed and validated here, before any
+    /// request is sent.
+    pub fn from_command(args: &LockdownCommandArgs) -> Result<Self> {
+        Ok(Self {
+            nodes: args.nodes.as_deref().map(NodeSelector::parse).transpose()?,
+            ..Self::from_args(&args.lockdown)?
+        })
+    }
+}
+
+/// What this lockdown does: to whom, in words for the operator.
+struct Scope {
+    /// The safety net as it will be: narrowed for a canary, None when it is removed.
+    narrowed: Option<Vec<DesiredObject>>,
+    /// "every host and workload" or "the host endpoints of node1".
+    reach: String,
 }
 
 pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus> {
@@ -48,7 +76,28 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
     let live = inventory::fetch(&cluster).await?;
     let facts = facts::detect(&live.inventory);
     let stage_options = StageOptions::with_defaults();
-    let checks = run_checks(&facts, &live, &stage_options);
+    let scope = match &options.nodes {
+        Some(nodes) => canary_scope(ctx, nodes, &live)?,
+        None => {
+            if let Some(nodes) = super::plan::canary_lockdown(&live).map(|c| c.locked_nodes) {
+                ctx.printer.say(&format!(
+                    "completing the canary lockdown of {}: default deny on every host and workload",
+                    list_or_none(&nodes)
+                ));
+            }
+            Scope {
+                narrowed: None,
+                reach: "every host and workload".into(),
+            }
+        }
+    };
+    let mut checks = run_checks(&facts, &live, &stage_options);
+    if let Some(narrowed) = &scope.narrowed {
+        // The canary's own flow check: what it loses, not what a full lockdown would.
+        for check in checks.iter_mut().filter(|c| c.check == "critical flows") {
+            (check.passed, check.detail) = canary_flows_check(&facts, &live, narrowed);
+        }
+    }
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     for c in &checks {
         let mark = if c.passed {
@@ -77,38 +126,169 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         ctx.printer
             .warn("--force: locking down although preflight checks failed");
     }
-    let StageRender::Objects(safety_net) =
-        stages::render(StageId::SafetyNet, &facts, &stage_options)
-    else {
-        unreachable!("the safety net always renders")
+    let changes = match &scope.narrowed {
+        Some(narrowed) => narrowing_changes(narrowed, &live),
+        None => removal_changes(&facts, &stage_options, &live),
     };
-    let changes: Vec<Change> = safety_net
-        .iter()
-        .filter_map(|d| live.find(d.kind, None, &d.name))
-        .map(|object| delete_change(StageId::Lockdown, CalicoKind::GlobalNetworkPolicy, object))
-        .collect();
     if changes.is_empty() {
-        ctx.printer.say_tone(
-            Tone::Good,
-            "lockdown: the safety net is already gone; default deny is in force",
-        );
+        let message = match (&scope.narrowed, super::plan::canary_lockdown(&live).map(|c| c.locked_nodes)) {
+            (Some(_), Some(_)) => format!(
+                "lockdown: the canary is already in force; default deny is on for {}",
+                scope.reach
+            ),
+            (Some(_), None) => "lockdown: the safety net is already gone; default deny is in force on every host and workload, there is nothing to narrow (`kubectl calico-harden rollback` returns to an earlier step)".to_string(),
+            (None, _) => {
+                "lockdown: the safety net is already gone; default deny is in force".to_string()
+            }
+        };
+        ctx.printer.say_tone(Tone::Good, &message);
         return Ok(ExitStatus::Success);
     }
     show_changes(ctx, &changes);
+    let what = match scope.narrowed {
+        Some(_) => format!(
+            "This narrows the safety net: default deny on {}, every workload and every other host keeps the safety net",
+            scope.reach
+        ),
+        None => "This removes the safety net: default deny on every host and workload".into(),
+    };
     if ctx.dry_run == DryRun::None
         && !ctx.prompter.type_to_confirm(
-            &format!("This removes the safety net: default deny on every host and workload. Type the context name ({}) to go on", cluster.context_name),
+            &format!(
+                "{what}. Type the context name ({}) to go on",
+                cluster.context_name
+            ),
             &cluster.context_name,
         )?
     {
-        return Err(Error::Cancelled("cancelled: the context name did not match; nothing was changed".into()));
+        return Err(Error::Cancelled(
+            "cancelled: the context name did not match; nothing was changed".into(),
+        ));
     }
     let applied = apply_changes(ctx, &cluster, &changes, Vec::new()).await?;
     report_applied(ctx, &changes, &applied);
     let Some(revision) = applied.revision else {
         return Ok(ExitStatus::Success);
     };
-    commit_confirmed(ctx, &cluster, revision, options.confirm_timeout).await
+    commit_confirmed(
+        ctx,
+        &cluster,
+        revision,
+        options.confirm_timeout,
+        &scope.reach,
+    )
+    .await
+}
+
+/// Deleting the safety net (narrowed or not): a full lockdown.
+fn removal_changes(facts: &ClusterFacts, options: &StageOptions, live: &LiveState) -> Vec<Change> {
+    let StageRender::Objects(safety_net) = stages::render(StageId::SafetyNet, facts, options)
+    else {
+        unreachable!("the safety net always renders")
+    };
+    safety_net
+        .iter()
+        .filter_map(|d| live.find(d.kind, None, &d.name))
+        .map(|object| delete_change(StageId::Lockdown, CalicoKind::GlobalNetworkPolicy, object))
+        .collect()
+}
+
+/// Narrowing the safety-net policies that exist; a missing one stays missing.
+fn narrowing_changes(narrowed: &[DesiredObject], live: &LiveState) -> Vec<Change> {
+    narrowed
+        .iter()
+        .filter_map(|d| {
+            let mut change = change_for(d, Some(live.find(d.kind, None, &d.name)?))?;
+            change.stage = StageId::Lockdown;
+            Some(change)
+        })
+        .collect()
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "no node".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// A canary's scope, once the host endpoints are shown to carry the labels it relies on.
+fn canary_scope(ctx: &Context, nodes: &NodeSelector, live: &LiveState) -> Result<Scope> {
+    let coverage =
+        canary::verify_host_endpoints(nodes, &live.inventory.nodes, &live.inventory.host_endpoints);
+    if !coverage.problems.is_empty() {
+        for problem in &coverage.problems {
+            ctx.printer.say(&format!(
+                "{} {problem}",
+                ctx.printer.paint(Tone::Bad, "FAIL")
+            ));
+        }
+        return Err(Error::refused(
+            format!(
+                "lockdown --nodes {nodes} refused: the host endpoints do not match the nodes it selects ({} problem(s)); nothing was changed",
+                coverage.problems.len()
+            ),
+            Some("fix the labels named above (or wait for calico-kube-controllers to copy them), then run it again".into()),
+        ));
+    }
+    for (node, heps) in &coverage.covered {
+        ctx.printer.say(&format!(
+            "{} canary node {node}: default deny on HostEndpoint {}",
+            ctx.printer.paint(Tone::Good, "ok  "),
+            heps.join(", ")
+        ));
+    }
+    let covered: Vec<String> = coverage.covered.into_iter().map(|(n, _)| n).collect();
+    Ok(Scope {
+        narrowed: Some(stages::narrowed_safety_net(
+            &canary::narrowed_safety_net_selector(nodes),
+        )),
+        reach: format!("the host endpoints of {}", covered.join(", ")),
+    })
+}
+
+/// Critical flows that the canary would deny (the live state with the narrowed safety net):
+/// whether none is, and what to say.
+fn canary_flows_check(
+    facts: &ClusterFacts,
+    live: &LiveState,
+    narrowed: &[DesiredObject],
+) -> (bool, String) {
+    let mut after = live.clone();
+    for desired in narrowed {
+        for object in after.global_network_policies.iter_mut() {
+            if object
+                .pointer("/metadata/name")
+                .and_then(serde_json::Value::as_str)
+                == Some(desired.name.as_str())
+            {
+                *object = desired.manifest.clone();
+            }
+        }
+    }
+    let now = build::engine(live, facts);
+    let later = build::engine(&after, facts);
+    let report = engine::compare(&now, Some(&later), facts, Some(StageId::Lockdown));
+    let denied: Vec<_> = report.denied_in_the_end().collect();
+    if denied.is_empty() {
+        (
+            true,
+            format!(
+                "all {} critical flows stay allowed after the canary lockdown",
+                report.flows.len()
+            ),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "{} flow(s) would be denied after the canary lockdown: {}",
+                denied.len(),
+                FlowReport::summarize(denied.iter().copied(), 3).join("; ")
+            ),
+        )
+    }
 }
 
 /// Probe with fresh TCP and TLS connections (a new client, not the pooled one), then ask.
@@ -117,6 +297,7 @@ async fn commit_confirmed(
     cluster: &Cluster,
     revision: u64,
     timeout: Duration,
+    reach: &str,
 ) -> Result<ExitStatus> {
     ctx.printer
         .say("checking that NEW connections to the API server still work...");
@@ -146,8 +327,10 @@ async fn commit_confirmed(
                 other => other?,
             };
             if confirmed {
-                ctx.printer
-                    .say_tone(Tone::Good, "lockdown confirmed: default deny is in force");
+                ctx.printer.say_tone(
+                    Tone::Good,
+                    &format!("lockdown confirmed: default deny is in force on {reach}"),
+                );
                 return Ok(ExitStatus::Success);
             }
             "no confirmation in time".to_string()

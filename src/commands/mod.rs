@@ -268,7 +268,7 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         }
         Command::EnableHep(args) => enable_hep::run(&ctx, &args).await,
         Command::Lockdown(args) => {
-            lockdown::run(&ctx, &lockdown::LockdownOptions::from_args(&args)?).await
+            lockdown::run(&ctx, &lockdown::LockdownOptions::from_command(&args)?).await
         }
         Command::Plan => plan::run(&ctx).await,
         Command::Render(args) => render::run_live(&args, &ctx).await,

@@ -2,12 +2,14 @@
 
 use serde::Serialize;
 
+use crate::calico::policy::CalicoKind;
+use crate::calico::selector;
 use crate::cluster::inventory::{self, LiveState, Observe};
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::facts::{self, ClusterFacts};
 use crate::plan::{ObjectState, object_state};
-use crate::stages::{self, StageId, StageOptions, StageRender};
+use crate::stages::{self, StageId, StageOptions, StageRender, canary};
 use crate::ui::printer::Tone;
 
 use super::Context;
@@ -63,7 +65,27 @@ pub struct StageStatus {
     pub state: StageState,
     pub detail: String,
     pub objects: Vec<ObjectStatus>,
+    /// lockdown: the nodes a canary lockdown (`lockdown --nodes`) has put under default deny.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locked_nodes: Vec<String>,
 }
+
+impl StageStatus {
+    /// The state as the table shows it: "partial (node1)" for a canary lockdown.
+    pub fn state_label(&self) -> String {
+        if self.stage == StageId::Lockdown && self.state == StageState::Partial {
+            let nodes = if self.locked_nodes.is_empty() {
+                "no node".to_string()
+            } else {
+                self.locked_nodes.join(", ")
+            };
+            format!("{} ({nodes})", self.state.as_str())
+        } else {
+            self.state.as_str().to_string()
+        }
+    }
+}
+
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
@@ -86,6 +108,7 @@ fn policy_stage_status(
                 state: StageState::NotApplicable,
                 detail: reason,
                 objects: vec![],
+                locked_nodes: vec![],
             };
         }
         StageRender::Objects(objects) => objects,
@@ -115,6 +138,7 @@ fn policy_stage_status(
         state,
         detail: stage.summary().to_string(),
         objects: statuses,
+        locked_nodes: vec![],
     }
 }
 
@@ -166,6 +190,7 @@ fn enable_hep_status(facts: &ClusterFacts) -> StageStatus {
         state,
         detail,
         objects: vec![],
+        locked_nodes: vec![],
     }
 }
 
@@ -177,7 +202,46 @@ fn join(items: &[&String]) -> String {
         .join(", ")
 }
 
-/// Every stage's status, in order. The safety net reads "removed" once lockdown happened.
+/// A canary lockdown in force: the safety net narrowed by `lockdown --nodes`.
+pub struct Canary {
+    /// The hosts it takes out of the safety net, in Calico's selector syntax.
+    pub scope: String,
+    pub locked_nodes: Vec<String>,
+    objects: Vec<ObjectStatus>,
+}
+
+/// The safety net as `lockdown --nodes` narrows it, if that is what the cluster holds: the
+/// narrowed selector on `final-allow-everything`, and neither policy otherwise changed.
+pub fn canary_lockdown(live: &LiveState) -> Option<Canary> {
+    let selector = live
+        .find(
+            CalicoKind::GlobalNetworkPolicy,
+            None,
+            "final-allow-everything",
+        )?
+        .pointer("/spec/selector")?
+        .as_str()?;
+    let scope = canary::excluded_host_scope(selector)?;
+    let objects: Vec<ObjectStatus> = stages::narrowed_safety_net(selector)
+        .iter()
+        .map(|d| ObjectStatus {
+            object: d.display_name(),
+            state: object_state(d, live.find(d.kind, None, &d.name)),
+        })
+        .collect();
+    if objects.iter().any(|o| o.state == ObjectState::Drifted) {
+        return None;
+    }
+    let parsed = selector::parse(selector).ok()?;
+    Some(Canary {
+        scope: scope.to_string(),
+        locked_nodes: canary::locked_nodes(&parsed, &live.inventory.host_endpoints),
+        objects,
+    })
+}
+
+/// Every stage's status, in order. The safety net reads "removed" once lockdown happened, and
+/// lockdown "partial" while a canary lockdown narrows it.
 pub fn statuses(
     facts: &ClusterFacts,
     live: &LiveState,
@@ -186,7 +250,29 @@ pub fn statuses(
     let mut list: Vec<StageStatus> = StageId::policy_stages()
         .map(|stage| policy_stage_status(stage, facts, live, options))
         .collect();
-    list.push(enable_hep_status(facts));
+    list.push(enable_hep_status(facts, live));
+    let canary = canary_lockdown(live);
+    if let Some(canary) = &canary {
+        let missing = canary
+            .objects
+            .iter()
+            .filter(|o| o.state == ObjectState::Missing)
+            .count();
+        let by_hand = canary
+            .objects
+            .iter()
+            .any(|o| o.state == ObjectState::AppliedByHand);
+        list[0].state = match (missing, by_hand) {
+            (0, false) => StageState::Applied,
+            (0, true) => StageState::AppliedByHand,
+            _ => StageState::Partial,
+        };
+        list[0].detail = format!(
+            "narrowed by a canary lockdown: every workload and every host but {} keeps it",
+            canary.scope
+        );
+        list[0].objects = canary.objects.clone();
+    }
     let safety_net_missing = list[0].state == StageState::Missing;
     let others_in_place = list[1..]
         .iter()
@@ -196,16 +282,33 @@ pub fn statuses(
         list[0].state = StageState::Removed;
         list[0].detail = "the safety net is gone: default deny is in force".into();
     }
-    list.push(StageStatus {
-        stage: StageId::Lockdown,
-        state: if locked {
-            StageState::Applied
-        } else {
-            StageState::Missing
+    let lockdown = match (&canary, locked) {
+        (_, true) => StageStatus {
+            stage: StageId::Lockdown,
+            state: StageState::Applied,
+            detail: StageId::Lockdown.summary().into(),
+            objects: vec![],
+            locked_nodes: vec![],
         },
-        detail: StageId::Lockdown.summary().into(),
-        objects: vec![],
-    });
+        (Some(canary), false) => StageStatus {
+            stage: StageId::Lockdown,
+            state: StageState::Partial,
+            detail: format!(
+                "canary: default deny on the host endpoints {} selects only",
+                canary.scope
+            ),
+            objects: vec![],
+            locked_nodes: canary.locked_nodes.clone(),
+        },
+        (None, false) => StageStatus {
+            stage: StageId::Lockdown,
+            state: StageState::Missing,
+            detail: StageId::Lockdown.summary().into(),
+            objects: vec![],
+            locked_nodes: vec![],
+        },
+    };
+    list.push(lockdown);
     list
 }
 
@@ -216,6 +319,7 @@ pub fn next_step(list: &[StageStatus]) -> String {
         }
         if !status.state.is_in_place() && status.state != StageState::Removed {
             return match (status.stage, status.state) {
+                (StageId::Lockdown, StageState::Partial) => "kubectl calico-harden lockdown completes the canary (default deny on every host and workload); kubectl calico-harden rollback undoes it".into(),
                 (StageId::Lockdown, _) => "kubectl calico-harden check --after lockdown, then kubectl calico-harden lockdown".into(),
                 (StageId::EnableHep, StageState::Overridden) => "remove the AUTO_HOST_ENDPOINTS environment variable from calico-kube-controllers, then kubectl calico-harden enable-hep".into(),
                 (StageId::EnableHep, StageState::Partial) => "kubectl calico-harden enable-hep --wait".into(),
@@ -331,7 +435,7 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
             StageState::Missing => Tone::Plain,
             StageState::Partial | StageState::Drifted | StageState::Overridden => Tone::Warn,
         };
-        let state = format!("{:<22}", status.state.as_str());
+        let state = format!("{:<22}", status.state_label());
         out.push_str(&format!(
             "{:<width$}{}{}\n",
             status.stage.name(),

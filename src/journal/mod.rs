@@ -131,14 +131,19 @@ pub struct Conflict {
 }
 
 /// The part of an object a rollback compares and restores: spec and labels.
+/// Labels the server sets itself: calico-apiserver labels every policy with its tier.
+const SERVER_SET_LABELS: &[&str] = &["projectcalico.org/tier"];
+
 fn essence(object: Option<&Value>) -> Option<(Value, Value)> {
     object.map(|o| {
-        (
-            o.get("spec").cloned().unwrap_or(Value::Null),
-            o.pointer("/metadata/labels")
-                .cloned()
-                .unwrap_or(Value::Null),
-        )
+        let mut labels = o
+            .pointer("/metadata/labels")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(map) = labels.as_object_mut() {
+            map.retain(|key, _| !SERVER_SET_LABELS.contains(&key.as_str()));
+        }
+        (o.get("spec").cloned().unwrap_or(Value::Null), labels)
     })
 }
 
@@ -269,6 +274,16 @@ mod tests {
         json!({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
                "metadata": {"name": name, "resourceVersion": rv, "labels": {"a": "b"}},
                "spec": {"order": order}})
+    }
+
+    #[test]
+    fn the_tier_label_calico_apiserver_adds_is_not_a_change() {
+        let ours = gnp("p", 1, "1");
+        let mut live = gnp("p", 1, "2");
+        live["metadata"]["labels"]["projectcalico.org/tier"] = json!("default");
+        assert!(same_essence(Some(&ours), Some(&live)));
+        live["metadata"]["labels"]["team"] = json!("net");
+        assert!(!same_essence(Some(&ours), Some(&live)));
     }
 
     fn touched(name: &str, before: Option<Value>, after: Option<Value>) -> TouchedObject {

@@ -333,12 +333,21 @@ fn registry(options: &StageOptions) -> StageRender {
     };
     let mut spec = PolicySpec::order(ALLOW_ORDER);
     spec.types = types(&[PolicyType::Egress]);
-    spec.egress = vec![
-        Rule::allow()
-            .protocol(Protocol::tcp())
-            .to_nets(target.nets.iter().map(ToString::to_string))
-            .to_ports(target.ports.iter().copied()),
-    ];
+    // One rule per address family: Calico refuses a rule whose nets mix IPv4 and IPv6.
+    let (v4, v6): (Vec<&ipnet::IpNet>, Vec<&ipnet::IpNet>) = target
+        .nets
+        .iter()
+        .partition(|net| matches!(net, ipnet::IpNet::V4(_)));
+    spec.egress = [v4, v6]
+        .into_iter()
+        .filter(|nets| !nets.is_empty())
+        .map(|nets| {
+            Rule::allow()
+                .protocol(Protocol::tcp())
+                .to_nets(nets.iter().map(ToString::to_string))
+                .to_ports(target.ports.iter().copied())
+        })
+        .collect();
     StageRender::Objects(vec![gnp(
         StageId::Registry,
         "private-registry-policy",
@@ -430,9 +439,19 @@ mod tests {
         let StageRender::Objects(objects) = registry(&options) else {
             panic!("applicable")
         };
-        let dst = &objects[0].manifest["spec"]["egress"][0]["destination"];
-        assert_eq!(dst["nets"], serde_json::json!(["10.0.0.5/32", "fd00::/64"]));
-        assert_eq!(dst["ports"], serde_json::json!([5000, 443]));
+        // One rule per address family, as Calico's validation requires.
+        let egress = &objects[0].manifest["spec"]["egress"];
+        assert_eq!(
+            egress[0]["destination"]["nets"],
+            serde_json::json!(["10.0.0.5/32"])
+        );
+        assert_eq!(
+            egress[1]["destination"]["nets"],
+            serde_json::json!(["fd00::/64"])
+        );
+        for rule in egress.as_array().unwrap() {
+            assert_eq!(rule["destination"]["ports"], serde_json::json!([5000, 443]));
+        }
     }
 }
 

@@ -442,3 +442,55 @@ fn reset_removes_test_objects() {
     );
     assert_eq!(items(&c.get_json(&["pods", "-n", "app-frontend"])).len(), 2);
 }
+
+/// Processes whose command line names `dir`: the control plane and the Calico programs it runs
+/// (their flags name files in it).
+fn processes_of(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some(cmdline)
+        })
+        .collect()
+}
+
+fn wait_until_gone(dir: &std::path::Path) {
+    wait_for(
+        "no process of the bed left",
+        Duration::from_secs(15),
+        || processes_of(dir).is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn no_process_of_the_bed_outlives_it_killed_stopped_or_half_started() {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bed-lifecycle");
+    // Killed with SIGKILL once ready: calico-apiserver and kube-controllers die with it.
+    let mut child = crate::harness::spawn_own_control_plane(&base, true);
+    let running = processes_of(&base);
+    assert!(
+        running.iter().any(|p| p.contains("calico-apiserver"))
+            && running.iter().any(|p| p.contains("kube-controllers")),
+        "{running:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until_gone(&base);
+
+    // Stopped the way `cargo xtask cluster down` does, while still starting.
+    let mut child = crate::harness::spawn_own_control_plane(&base, false);
+    std::thread::sleep(Duration::from_millis(1500));
+    crate::harness::stop_own_control_plane(&base);
+    child.wait().unwrap();
+    wait_until_gone(&base);
+}

@@ -100,6 +100,34 @@ pub fn calico_program(name: &str) -> PathBuf {
     layout.calico_bin(name)
 }
 
+/// A control plane of the caller's own in `dir` (not the shared one), for tests of the bed's
+/// life cycle; `wait_ready` false returns as soon as it has written its pid.
+pub fn spawn_own_control_plane(dir: &Path, wait_ready: bool) -> Child {
+    let layout = layout();
+    {
+        let _one_build_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+        cp::build(&layout, false).unwrap_or_else(|e| panic!("building the control plane: {e}"));
+    }
+    let _ = cp::stop(dir);
+    let mut child = cp::spawn(&layout, dir, "lab", Some(std::process::id()))
+        .unwrap_or_else(|e| panic!("starting a control plane in {}: {e}", dir.display()));
+    if wait_ready {
+        cp::wait_ready(dir, &mut child, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    } else {
+        let start = Instant::now();
+        while !dir.join("pid").exists() && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    child
+}
+
+/// `cargo xtask cluster down` for `dir`: SIGTERM, SIGKILL after 10 s.
+pub fn stop_own_control_plane(dir: &Path) {
+    cp::stop(dir)
+        .unwrap_or_else(|e| panic!("stopping the control plane in {}: {e}", dir.display()));
+}
+
 /// The kubectl built from the same Kubernetes version as the control plane.
 pub fn kubectl_path() -> PathBuf {
     layout().kubectl_bin()

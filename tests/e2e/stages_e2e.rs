@@ -297,7 +297,7 @@ fn registry_stage_accepts_ipv4_and_ipv6() {
         &[
             "registry",
             "--ip",
-            "127.0.5.5",
+            "10.20.5.5",
             "--ip",
             "fd00::/64",
             "--port",
@@ -315,12 +315,17 @@ fn registry_stage_accepts_ipv4_and_ipv6() {
             "private-registry-policy",
         ],
     );
+    // calico-apiserver refuses a rule that mixes IPv4 and IPv6 nets: one rule per family.
     assert_eq!(
         policy["spec"]["egress"][0]["destination"]["nets"],
-        json!(["127.0.5.5/32", "fd00::/64"])
+        json!(["10.20.5.5/32"])
+    );
+    assert_eq!(
+        policy["spec"]["egress"][1]["destination"]["nets"],
+        json!(["fd00::/64"])
     );
     let mark = c.audit_mark();
-    let bad = calico_harden(&c, &["registry", "--ip", "127.0.5.999", "--yes"]);
+    let bad = calico_harden(&c, &["registry", "--ip", "10.20.5.999", "--yes"]);
     assert_eq!(bad.code, 2);
     assert!(c.writes_since(&mark).is_empty());
 }
@@ -882,4 +887,30 @@ fn a_missing_namespace_is_named_not_mistaken_for_a_missing_calico_kind() {
         .filter(|w| w.response_code.is_some_and(|code| code < 300) && w.resource != "configmaps")
         .collect();
     assert!(created.is_empty(), "{created:?}");
+}
+
+#[test]
+fn plan_finds_calico_apiserver_through_its_apiservice_when_its_pods_are_not_visible() {
+    let c = harness::cluster(Seed::Lab);
+    c.kubectl_ok(&["delete", "pods", "-n", "calico-apiserver", "--all"]);
+    let plan = plan_json(&c);
+    assert_eq!(
+        plan["facts"]["calico_api"], "aggregated-apiserver",
+        "{plan}"
+    );
+    assert_eq!(
+        plan["facts"]["calico_apiserver_namespace"], "calico-apiserver",
+        "{plan}"
+    );
+    assert_ne!(
+        stage_state(&plan, "calico-apiserver-to-kapi"),
+        "not-applicable"
+    );
+    let text = calico_harden(&c, &["plan"]).ok();
+    assert!(
+        text.stdout
+            .contains("calico-apiserver:    namespace calico-apiserver"),
+        "{}",
+        text.stdout
+    );
 }
