@@ -86,7 +86,6 @@ impl StageStatus {
     }
 }
 
-
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
     pub context: String,
@@ -250,7 +249,7 @@ pub fn statuses(
     let mut list: Vec<StageStatus> = StageId::policy_stages()
         .map(|stage| policy_stage_status(stage, facts, live, options))
         .collect();
-    list.push(enable_hep_status(facts, live));
+    list.push(enable_hep_status(facts));
     let canary = canary_lockdown(live);
     if let Some(canary) = &canary {
         let missing = canary
