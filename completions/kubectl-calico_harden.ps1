@@ -747,6 +747,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
         }
         'kubectl-calico_harden;lockdown' {
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'How long to wait for the operator to confirm that access still works before the safety net is restored automatically, e.g. 60s')
+            [CompletionResult]::new('--nodes', '--nodes', [CompletionResultType]::ParameterName, 'Canary: default deny only on the host endpoints of the nodes this label selector selects (kubectl syntax, e.g. kubernetes.io/hostname=node1 or node-role.kubernetes.io/canary). The safety net stays for every workload and every other host; a later `lockdown` without --nodes completes it')
             [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
             [CompletionResult]::new('--context', '--context', [CompletionResultType]::ParameterName, 'The kubeconfig context to use')
             [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The kubeconfig cluster to use')
@@ -775,6 +776,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
         }
         'kubectl-calico_harden;default-deny' {
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'How long to wait for the operator to confirm that access still works before the safety net is restored automatically, e.g. 60s')
+            [CompletionResult]::new('--nodes', '--nodes', [CompletionResultType]::ParameterName, 'Canary: default deny only on the host endpoints of the nodes this label selector selects (kubectl syntax, e.g. kubernetes.io/hostname=node1 or node-role.kubernetes.io/canary). The safety net stays for every workload and every other host; a later `lockdown` without --nodes completes it')
             [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
             [CompletionResult]::new('--context', '--context', [CompletionResultType]::ParameterName, 'The kubeconfig context to use')
             [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The kubeconfig cluster to use')
