@@ -395,6 +395,19 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
         f.kube_controllers_namespace
     ));
     out.push_str(&format!(
+        "calico version:      {}\n",
+        f.calico_version().map_or(
+            "unknown (no ClusterInformation, Installation or image tag says)".to_string(),
+            |(version, source)| { format!("{version} (from {source})") }
+        )
+    ));
+    out.push_str(&format!(
+        "version skew:        {}\n",
+        f.version_skew().unwrap_or_else(|| {
+            "unknown (calico-node or calico-kube-controllers images carry no version)".into()
+        })
+    ));
+    out.push_str(&format!(
         "typha:               {}\n",
         if f.typha_nodes.is_empty() {
             "not running".into()

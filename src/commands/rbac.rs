@@ -12,7 +12,11 @@ use crate::ui::Printer;
 /// calico-apiserver checks on every policy request: reading policies needs `get` on their tier and
 /// `get`/`list` on `tier.<plural>` (for every tier, so that `check` sees policies in Calico's own
 /// tiers too; a list without them is cut down to the tiers the user may see), writing needs the
-/// verb on `tier.<plural>` named `default.*` (the stages write to the default tier only).
+/// verb on `tier.<plural>` named `default.*` (the stages write to the default tier only). Listing
+/// tiers gives the flow check their order and default action. The optional reads (tiers,
+/// ClusterInformation and the operator's Installation for the Calico version,
+/// ValidatingWebhookConfigurations for Calico's admission webhooks) degrade with a warning that
+/// names them when a rule is missing.
 pub fn cluster_role() -> serde_json::Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -27,11 +31,14 @@ pub fn cluster_role() -> serde_json::Value {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
             {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["get"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["globalnetworkpolicies", "networkpolicies"], "verbs": ["list", "get", "create", "update", "delete"]},
-            {"apiGroups": ["projectcalico.org"], "resources": ["tiers"], "verbs": ["get"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["tiers"], "verbs": ["get", "list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies"], "verbs": ["get", "list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies"], "resourceNames": ["default.*"], "verbs": ["create", "update", "delete"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["hostendpoints", "ippools"], "verbs": ["list"]},
-            {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["get"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["list"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["clusterinformations"], "verbs": ["get"]},
+            {"apiGroups": ["operator.tigera.io"], "resources": ["installations"], "verbs": ["get"]},
+            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["kubecontrollersconfigurations"], "verbs": ["get", "patch", "update"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "get", "create", "patch", "delete"]},
         ],

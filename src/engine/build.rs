@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::facts::ClusterFacts;
 use crate::live::LiveState;
 
-use super::eval::{Engine, Failsafe, Tunnels, VXLAN_PORT};
+use super::eval::{Engine, Failsafe, TierSettings, Tunnels};
 use super::k8s_policy::compile_k8s_object;
 use super::model::{
     Endpoint, EndpointKind, Labels, NAMESPACE_NAME_LABEL, Network, Node, POD_NAMESPACE_LABEL,
@@ -197,13 +197,16 @@ pub fn network(live: &LiveState) -> Network {
     net
 }
 
-/// Encapsulation from the IPPools: VXLAN or IPIP when any pool uses it (CrossSubnet counts,
-/// it encapsulates across subnets); unknown pools mean VXLAN is assumed, with a note.
-pub fn tunnels(ip_pools: Option<&[Value]>, notes: &mut Vec<String>) -> Tunnels {
+/// Encapsulation from the IPPools: VXLAN (on Felix's `vxlan_port`) or IPIP when any pool uses
+/// it (CrossSubnet counts, it encapsulates across subnets); unknown pools mean VXLAN is assumed,
+/// with a note.
+pub fn tunnels(ip_pools: Option<&[Value]>, vxlan_port: u16, notes: &mut Vec<String>) -> Tunnels {
     let Some(pools) = ip_pools else {
-        notes.push("IPPools could not be read: VXLAN (udp/4789) between nodes is assumed".into());
+        notes.push(format!(
+            "IPPools could not be read: VXLAN (udp/{vxlan_port}) between nodes is assumed"
+        ));
         return Tunnels {
-            vxlan_port: Some(VXLAN_PORT),
+            vxlan_port: Some(vxlan_port),
             ipip: false,
         };
     };
@@ -216,9 +219,53 @@ pub fn tunnels(ip_pools: Option<&[Value]>, notes: &mut Vec<String>) -> Tunnels {
         })
     };
     Tunnels {
-        vxlan_port: uses("vxlanMode").then_some(VXLAN_PORT),
+        vxlan_port: uses("vxlanMode").then_some(vxlan_port),
         ipip: uses("ipipMode"),
     }
+}
+
+/// Calico's own tiers as the release creates them (projectcalico/api tier.go, Calico 3.29–3.31;
+/// 3.32 names the ClusterNetworkPolicy ones kube-admin and kube-baseline): what the model assumes
+/// when the cluster's tiers could not be read.
+pub const BUILT_IN_TIERS: &[(&str, f64, bool)] = &[
+    ("adminnetworkpolicy", 1_000.0, true),
+    ("kube-admin", 1_000.0, true),
+    ("default", 1_000_000.0, false),
+    ("baselineadminnetworkpolicy", 10_000_000.0, true),
+    ("kube-baseline", 10_000_000.0, true),
+];
+
+/// The cluster's tiers (order, defaultAction); Calico's built-in ones, with a note, when they
+/// could not be read.
+pub fn tiers(listed: Option<&[Value]>, notes: &mut Vec<String>) -> HashMap<String, TierSettings> {
+    let Some(listed) = listed else {
+        notes.push(
+            "tiers could not be read (cannot list tiers.projectcalico.org): Calico's own tiers are assumed with their built-in order and default action".into(),
+        );
+        return BUILT_IN_TIERS
+            .iter()
+            .map(|&(name, order, pass_at_end)| {
+                (
+                    name.to_string(),
+                    TierSettings {
+                        order: Some(order),
+                        pass_at_end,
+                    },
+                )
+            })
+            .collect();
+    };
+    listed
+        .iter()
+        .filter_map(|tier| {
+            let name = str_at(tier, "/metadata/name")?.to_string();
+            let settings = TierSettings {
+                order: tier.pointer("/spec/order").and_then(Value::as_f64),
+                pass_at_end: str_at(tier, "/spec/defaultAction") == Some("Pass"),
+            };
+            Some((name, settings))
+        })
+        .collect()
 }
 
 /// Every live GlobalNetworkPolicy, NetworkPolicy and Kubernetes NetworkPolicy, compiled; ones we
@@ -255,13 +302,35 @@ pub fn engine(live: &LiveState, facts: &ClusterFacts) -> Engine {
     let mut notes = Vec::new();
     let network = network(live);
     let policies = policies(live, &mut notes);
-    let tunnels = tunnels(live.inventory.ip_pools.as_deref(), &mut notes);
-    Engine::new(
+    let tunnels = tunnels(
+        live.inventory.ip_pools.as_deref(),
+        facts.felix.vxlan_port,
+        &mut notes,
+    );
+    let tiers = tiers(live.inventory.tiers.as_deref(), &mut notes);
+    let node_failsafe: HashMap<usize, Failsafe> = facts
+        .felix
+        .node_failsafe
+        .iter()
+        .filter_map(|(node, failsafe)| {
+            Some((
+                *network.nodes_by_name.get(node)?,
+                Failsafe::from_facts(failsafe),
+            ))
+        })
+        .collect();
+    let mut engine = Engine::new(
         network,
         policies,
-        &HashMap::new(),
+        &tiers,
         Failsafe::from_facts(&facts.failsafe),
         tunnels,
         notes,
-    )
+    );
+    engine.node_failsafe = node_failsafe;
+    engine.wireguard_ports = [facts.felix.wireguard_port, facts.felix.wireguard_port_v6]
+        .into_iter()
+        .flatten()
+        .collect();
+    engine
 }

@@ -82,7 +82,8 @@ pub enum Decider {
     HostToLocalPod,
     /// Both ends on the same host's own addresses: loopback, no endpoint is crossed.
     SameHost,
-    /// VXLAN/IPIP between Calico hosts: Felix accepts it before host endpoint policy.
+    /// VXLAN/IPIP/WireGuard between Calico hosts: Felix accepts it before host endpoint policy
+    /// (felix/rules/static.go).
     Tunnel,
 }
 
@@ -173,7 +174,17 @@ pub struct Tunnels {
     pub ipip: bool,
 }
 
-pub const VXLAN_PORT: u16 = 4789;
+pub const VXLAN_PORT: u16 = crate::facts::FELIX_DEFAULT_VXLAN_PORT;
+
+/// A tier as the cluster defines it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierSettings {
+    /// None: applied after every ordered tier.
+    pub order: Option<f64>,
+    /// `defaultAction: Pass`: a tier whose policies select the endpoint but match nothing passes
+    /// to the next tier instead of denying.
+    pub pass_at_end: bool,
+}
 
 /// Policies in one tier that apply to an endpoint, in order.
 #[derive(Debug, Clone, Default)]
@@ -244,7 +255,11 @@ pub struct Engine {
     pub policies: Vec<CompiledPolicy>,
     pub tiers: Vec<TierInfo>,
     pub failsafe: Failsafe,
+    /// Nodes whose `FelixConfiguration node.<name>` sets other failsafe ports than `failsafe`.
+    pub node_failsafe: HashMap<usize, Failsafe>,
     pub tunnels: Tunnels,
+    /// WireGuard listening ports (v4, v6) Felix accepts between hosts before policy.
+    pub wireguard_ports: Vec<u16>,
     /// Things the model assumed or left out, for the report.
     pub notes: Vec<String>,
     /// Endpoint index → class index.
@@ -253,12 +268,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// `tier_orders`: orders of tiers other than `default` (which is 1,000,000); a policy in an
-    /// unknown tier is placed just before `default` and a note says so.
+    /// `tiers`: the cluster's tiers; `default` not among them is Calico's (order 1,000,000,
+    /// Deny); a policy in a tier not among them is placed just before `default` and a note says
+    /// so.
     pub fn new(
         network: Network,
         mut policies: Vec<CompiledPolicy>,
-        tier_orders: &HashMap<String, f64>,
+        tiers: &HashMap<String, TierSettings>,
         failsafe: Failsafe,
         tunnels: Tunnels,
         mut notes: Vec<String>,
@@ -269,17 +285,21 @@ impl Engine {
         let mut tiers: Vec<TierInfo> = tier_names
             .into_iter()
             .map(|name| {
-                let order = if name == DEFAULT_TIER {
-                    DEFAULT_TIER_ORDER
-                } else if let Some(order) = tier_orders.get(&name) {
-                    *order
+                let (order, pass_at_end) = if let Some(tier) = tiers.get(&name) {
+                    (tier.order.unwrap_or(f64::INFINITY), tier.pass_at_end)
+                } else if name == DEFAULT_TIER {
+                    (DEFAULT_TIER_ORDER, false)
                 } else {
                     notes.push(format!(
                         "tier {name:?}: its order is unknown; evaluated just before the default tier"
                     ));
-                    DEFAULT_TIER_ORDER - 0.5
+                    (DEFAULT_TIER_ORDER - 0.5, false)
                 };
-                TierInfo { name, order, pass_at_end: false }
+                TierInfo {
+                    name,
+                    order,
+                    pass_at_end,
+                }
             })
             .collect();
         tiers.sort_by(|a, b| {
@@ -332,7 +352,9 @@ impl Engine {
             policies,
             tiers,
             failsafe,
+            node_failsafe: HashMap::new(),
             tunnels,
+            wireguard_ports: Vec::new(),
             notes,
             endpoint_class: Vec::new(),
             classes: Vec::new(),
@@ -573,7 +595,14 @@ impl Engine {
 
     fn is_tunnel(&self, flow: &Flow) -> bool {
         (self.tunnels.ipip && flow.protocol == Protocol::IPIP)
-            || (self.tunnels.vxlan_port == Some(flow.port) && flow.protocol == Protocol::UDP)
+            || (flow.protocol == Protocol::UDP
+                && (self.tunnels.vxlan_port == Some(flow.port)
+                    || self.wireguard_ports.contains(&flow.port)))
+    }
+
+    /// The failsafe ports Felix runs with on `node`.
+    pub fn failsafe_on(&self, node: usize) -> &Failsafe {
+        self.node_failsafe.get(&node).unwrap_or(&self.failsafe)
     }
 
     /// A host process's traffic: failsafe ports first, then the host endpoint's policy and
@@ -588,10 +617,11 @@ impl Engine {
                 trace: Vec::new(),
             };
         };
+        let failsafe = self.failsafe_on(node);
         let list = if kind.is_ingress() {
-            &self.failsafe.inbound
+            &failsafe.inbound
         } else {
-            &self.failsafe.outbound
+            &failsafe.outbound
         };
         if let Some(entry) = Failsafe::find(list, flow) {
             return HopResult {
@@ -1079,7 +1109,7 @@ impl Engine {
             Decider::HostToLocalPod => "host to a local pod: the host side is not policed".into(),
             Decider::SameHost => "both ends on one host: no endpoint is crossed".into(),
             Decider::Tunnel => {
-                "Felix accepts tunnel traffic between Calico hosts before policy".into()
+                "Felix accepts tunnel traffic (VXLAN, IPIP, WireGuard) between Calico hosts before policy".into()
             }
         }
     }

@@ -4,11 +4,12 @@
 //! that each node is checked against its ring neighbours and every control-plane node, which
 //! covers every distinct host endpoint on both sides without n² flows.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use crate::facts::{ClusterFacts, NodeRef};
+use crate::facts::{CALICO_NAMESPACES, ClusterFacts, NodeRef};
 
 use super::eval::Engine;
 use super::model::{Flow, Network, Protocol, Side};
@@ -21,8 +22,9 @@ pub const FULL_MESH_LIMIT: usize = 16;
 pub const OPERATOR_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
 /// Stands for "an upstream resolver": a label, never dialled.
 pub const UPSTREAM_RESOLVER: IpAddr = IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8));
-/// Calico's own namespaces: their pods reach the API server by address, not by DNS name.
-const CALICO_NAMESPACES: &[&str] = &["calico-system", "calico-apiserver", "tigera-operator"];
+/// Pods in Calico's namespaces reach the API server by address, not by DNS name; these (Whisker's
+/// backend dials `goldmane.calico-system.svc`) resolve names.
+const CALICO_APPS_USING_DNS: &[&str] = &["whisker"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -37,6 +39,11 @@ pub enum FlowCategory {
     DnsToUpstream,
     Bgp,
     Encapsulation,
+    Wireguard,
+    NodesToGoldmane,
+    NodesToDns,
+    WhiskerToGoldmane,
+    ApiserverToAdmissionWebhooks,
 }
 
 impl FlowCategory {
@@ -52,6 +59,11 @@ impl FlowCategory {
             Self::DnsToUpstream => "cluster DNS -> upstream resolver",
             Self::Bgp => "BGP between nodes",
             Self::Encapsulation => "encapsulation between nodes",
+            Self::Wireguard => "WireGuard between nodes",
+            Self::NodesToGoldmane => "Felix -> Goldmane (flow logs)",
+            Self::NodesToDns => "calico-node -> cluster DNS (Goldmane's name)",
+            Self::WhiskerToGoldmane => "Whisker -> Goldmane",
+            Self::ApiserverToAdmissionWebhooks => "API server -> Calico admission webhooks",
         }
     }
 }
@@ -171,6 +183,8 @@ pub fn critical_flows(engine: &Engine, facts: &ClusterFacts) -> Vec<CriticalFlow
     let mut dns_pods = Vec::new();
     let mut calico_apiservers = Vec::new();
     let mut calico_pods = Vec::new();
+    let mut goldmane_pods = Vec::new();
+    let mut whisker_pods = Vec::new();
     for (i, ep) in net.endpoints.iter().enumerate() {
         if ep.is_host() {
             continue;
@@ -187,6 +201,11 @@ pub fn critical_flows(engine: &Engine, facts: &ClusterFacts) -> Vec<CriticalFlow
             Some("calico-apiserver" | "calico-kube-controllers" | "calico-typha" | "calico-node")
         ) {
             calico_pods.push(i);
+        }
+        match app {
+            Some("goldmane") => goldmane_pods.push(i),
+            Some("whisker") => whisker_pods.push(i),
+            _ => {}
         }
     }
     for &p in &calico_pods {
@@ -213,7 +232,11 @@ pub fn critical_flows(engine: &Engine, facts: &ClusterFacts) -> Vec<CriticalFlow
     }
     for (i, ep) in net.endpoints.iter().enumerate() {
         let Some(ns) = ep.namespace() else { continue };
-        if dns_pods.contains(&i) || CALICO_NAMESPACES.contains(&ns) {
+        let resolves_names = ep
+            .labels
+            .get("k8s-app")
+            .is_some_and(|app| CALICO_APPS_USING_DNS.contains(&app.as_str()));
+        if dns_pods.contains(&i) || (CALICO_NAMESPACES.contains(&ns) && !resolves_names) {
             continue;
         }
         for &d in &dns_pods {
@@ -239,7 +262,95 @@ pub fn critical_flows(engine: &Engine, facts: &ClusterFacts) -> Vec<CriticalFlow
             );
         }
     }
+    // Flow logs (Calico 3.30+): Felix on every node dials Goldmane by its Service name, so it
+    // needs cluster DNS too; Whisker's backend reads from Goldmane.
+    let goldmane_port = facts.observability.goldmane_port;
+    for &g in &goldmane_pods {
+        for n in all_nodes.clone() {
+            add(
+                FlowCategory::NodesToGoldmane,
+                Side::Host(n),
+                Side::Pod(g),
+                Protocol::TCP,
+                goldmane_port,
+            );
+        }
+        for &w in &whisker_pods {
+            add(
+                FlowCategory::WhiskerToGoldmane,
+                Side::Pod(w),
+                Side::Pod(g),
+                Protocol::TCP,
+                goldmane_port,
+            );
+        }
+    }
+    if !goldmane_pods.is_empty() {
+        for n in all_nodes.clone() {
+            for &d in &dns_pods {
+                for protocol in [Protocol::UDP, Protocol::TCP] {
+                    add(
+                        FlowCategory::NodesToDns,
+                        Side::Host(n),
+                        Side::Pod(d),
+                        protocol,
+                        DNS_PORT,
+                    );
+                }
+            }
+        }
+    }
+    // Admission webhooks that fail closed: without them every write they cover fails.
+    let webhook_endpoints: BTreeSet<(Side, u16)> = facts
+        .admission_webhooks
+        .iter()
+        .flatten()
+        .filter(|w| w.fails_closed)
+        .flat_map(|w| &w.endpoints)
+        .filter_map(|(address, port)| {
+            let ip: IpAddr = address.parse().ok()?;
+            let side = net
+                .sides_by_ip
+                .get(&ip)
+                .copied()
+                .unwrap_or(Side::External(ip));
+            Some((side, *port))
+        })
+        .collect();
+    for &c in &control {
+        for &(side, port) in &webhook_endpoints {
+            if side != Side::Host(c) {
+                add(
+                    FlowCategory::ApiserverToAdmissionWebhooks,
+                    Side::Host(c),
+                    side,
+                    Protocol::TCP,
+                    port,
+                );
+            }
+        }
+    }
+    let wireguard_ports: Vec<(u16, bool)> = [
+        facts.felix.wireguard_port.map(|p| (p, false)),
+        facts.felix.wireguard_port_v6.map(|p| (p, true)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let has_family =
+        |node: usize, v6: bool| net.nodes[node].ips.iter().any(|ip| ip.is_ipv6() == v6);
     for (a, b) in node_pairs(net.nodes.len(), &control) {
+        for &(port, v6) in &wireguard_ports {
+            if has_family(a, v6) && has_family(b, v6) {
+                add(
+                    FlowCategory::Wireguard,
+                    Side::Host(a),
+                    Side::Host(b),
+                    Protocol::UDP,
+                    port,
+                );
+            }
+        }
         add(
             FlowCategory::Bgp,
             Side::Host(a),

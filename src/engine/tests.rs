@@ -12,7 +12,7 @@ use crate::live::LiveState;
 use crate::stages::{self, StageId, StageOptions, StageRender};
 
 use super::build;
-use super::eval::{Decider, Engine, Failsafe, HopKind, Tunnels, Verdict};
+use super::eval::{Decider, Engine, Failsafe, HopKind, TierSettings, Tunnels, Verdict};
 use super::flows::FlowCategory;
 use super::model::{Flow, Protocol};
 use super::policy::PolicyKind;
@@ -205,7 +205,13 @@ fn pass_skips_to_the_next_tier_and_the_last_pass_reaches_profiles() {
     let net = build::network(&live);
     let mut notes = Vec::new();
     let policies = build::policies(&live, &mut notes);
-    let tiers = HashMap::from([("security".to_string(), 100.0)]);
+    let tiers = HashMap::from([(
+        "security".to_string(),
+        TierSettings {
+            order: Some(100.0),
+            pass_at_end: false,
+        },
+    )]);
     let e = Engine::new(
         net,
         policies,
@@ -1065,4 +1071,439 @@ fn k8s_policies_are_explained_and_reported() {
             .any(|n| n.contains("Kubernetes NetworkPolicies") && n.contains("could not be read")),
         "{notes:?}"
     );
+}
+
+// --- Newer releases: tiers from the cluster, WireGuard, VXLAN port, per-node failsafe, flow
+// logs, admission webhooks ---------------------------------------------------------------------
+
+/// The tiers calico-apiserver v3.31.0 creates, as the lab lists them.
+fn calico_3_31_tiers() -> Vec<Value> {
+    vec![
+        json!({"metadata": {"name": "adminnetworkpolicy"}, "spec": {"order": 1000.0, "defaultAction": "Pass"}}),
+        json!({"metadata": {"name": "baselineadminnetworkpolicy"}, "spec": {"order": 10000000.0, "defaultAction": "Pass"}}),
+        json!({"metadata": {"name": "default"}, "spec": {"order": 1000000.0, "defaultAction": "Deny"}}),
+    ]
+}
+
+#[test]
+fn tiers_are_read_from_the_cluster_and_a_pass_tier_passes_at_its_end() {
+    let deny_80 = json!({"tier": "adminnetworkpolicy", "order": 10, "selector": "app == 'db'",
+                         "types": ["Ingress"],
+                         "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [80]}}]});
+    let udp_only = json!({"tier": "adminnetworkpolicy", "order": 20, "selector": "app == 'db'",
+                          "types": ["Ingress"], "ingress": [{"action": "Allow", "protocol": "UDP"}]});
+    let mut live = small(
+        false,
+        vec![
+            gnp("adminnetworkpolicy.deny-80", deny_80),
+            gnp("adminnetworkpolicy.udp-only", udp_only),
+        ],
+        vec![],
+    );
+    live.inventory.tiers = Some(calico_3_31_tiers());
+    let e = engine(&live);
+    assert!(
+        !e.notes.iter().any(|n| n.contains("tier")),
+        "every tier is known: {:?}",
+        e.notes
+    );
+    // The admin tier's Deny wins over the default tier (no policy there: the profile allows).
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(!v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "GlobalNetworkPolicy/adminnetworkpolicy.deny-80 ingress rule 1 (Deny)"
+    );
+    // No rule matches tcp/22 in the admin tier: its defaultAction Pass hands it on, and the
+    // profile allows. A Deny tier would have denied it.
+    let v = tcp(&e, "app/web", "app/db", 22);
+    assert!(v.allowed, "{}", decided(&e, &v));
+    assert_eq!(decided(&e, &v), "profile kns.app (no policy applies)");
+
+    // The same tier with defaultAction Deny (what an assumption of Calico's default would do).
+    let mut deny_tiers = calico_3_31_tiers();
+    deny_tiers[0]["spec"]["defaultAction"] = json!("Deny");
+    live.inventory.tiers = Some(deny_tiers);
+    let e = engine(&live);
+    let v = tcp(&e, "app/web", "app/db", 22);
+    assert!(!v.allowed);
+    assert!(
+        decided(&e, &v).starts_with("end of tier adminnetworkpolicy"),
+        "{}",
+        decided(&e, &v)
+    );
+
+    // A Pass rule in the admin tier, then the default tier decides.
+    let pass_all = json!({"tier": "adminnetworkpolicy", "order": 1, "selector": "app == 'db'",
+                          "types": ["Ingress"], "ingress": [{"action": "Pass"}]});
+    let mut live = small(
+        false,
+        vec![
+            gnp("adminnetworkpolicy.pass", pass_all),
+            gnp("deny-tcp", deny_all_tcp(1, "app == 'db'")),
+        ],
+        vec![],
+    );
+    live.inventory.tiers = Some(calico_3_31_tiers());
+    let e = engine(&live);
+    let v = tcp(&e, "app/web", "app/db", 80);
+    assert!(!v.allowed);
+    assert_eq!(
+        decided(&e, &v),
+        "GlobalNetworkPolicy/deny-tcp ingress rule 1 (Deny)"
+    );
+}
+
+#[test]
+fn tier_order_comes_from_the_cluster_not_from_the_name() {
+    // A Deny in the baseline tier (order 10,000,000) comes after the default tier: a default-tier
+    // Allow wins. Moved in front of default, the same Deny wins.
+    let baseline_deny = json!({"tier": "baselineadminnetworkpolicy", "order": 1, "selector": "app == 'db'",
+                               "types": ["Ingress"], "ingress": [{"action": "Deny"}]});
+    let allow = json!({"order": 1, "selector": "app == 'db'", "types": ["Ingress"],
+                       "ingress": [{"action": "Allow", "protocol": "TCP"}]});
+    let mut live = small(
+        false,
+        vec![
+            gnp("baselineadminnetworkpolicy.deny", baseline_deny),
+            gnp("allow-tcp", allow),
+        ],
+        vec![],
+    );
+    live.inventory.tiers = Some(calico_3_31_tiers());
+    let e = engine(&live);
+    assert!(tcp(&e, "app/web", "app/db", 80).allowed);
+    let mut reordered = calico_3_31_tiers();
+    reordered[1]["spec"]["order"] = json!(10.0);
+    live.inventory.tiers = Some(reordered);
+    let e = engine(&live);
+    assert!(!tcp(&e, "app/web", "app/db", 80).allowed);
+
+    // Unreadable tiers: Calico's built-in ones are assumed, and the report says so.
+    live.inventory.tiers = None;
+    let e = engine(&live);
+    assert!(tcp(&e, "app/web", "app/db", 80).allowed);
+    assert!(
+        e.notes
+            .iter()
+            .any(|n| n.contains("cannot list tiers.projectcalico.org")),
+        "{:?}",
+        e.notes
+    );
+}
+
+fn with_felix(mut live: LiveState, spec: Value) -> (LiveState, ClusterFacts) {
+    live.inventory.felix_configuration =
+        Some(json!({"metadata": {"name": "default"}, "spec": spec}));
+    let mut facts = crate::facts::detect(&live.inventory);
+    facts.calico_api = crate::facts::CalicoApiMode::AggregatedApiserver;
+    (live, facts)
+}
+
+fn categories(report: &report::FlowReport, category: FlowCategory) -> Vec<String> {
+    report
+        .flows
+        .iter()
+        .filter(|f| f.category == category)
+        .map(|f| f.label())
+        .collect()
+}
+
+#[test]
+fn wireguard_flows_appear_when_enabled_and_felix_accepts_them_before_policy() {
+    let (live, _) = lab();
+    let options = StageOptions::with_defaults();
+    let (plain, plain_facts) = with_felix(live.clone(), json!({}));
+    let report = report::check(&plain, &plain_facts, &options, None);
+    assert!(categories(&report, FlowCategory::Wireguard).is_empty());
+
+    let (live, facts) = with_felix(
+        live,
+        json!({"wireguardEnabled": true, "wireguardEnabledV6": true}),
+    );
+    assert_eq!(facts.felix.wireguard_port, Some(51820));
+    let hardened = after_up(&live, &facts, &options);
+    let report = report::check(&hardened, &facts, &options, Some(StageId::Lockdown));
+    let wireguard = categories(&report, FlowCategory::Wireguard);
+    // Three IPv4 nodes: a full mesh of udp/51820; no udp/51821 without IPv6 addresses.
+    assert_eq!(wireguard.len(), 6, "{wireguard:?}");
+    assert!(
+        wireguard.iter().all(|l| l.ends_with("udp/51820")),
+        "{wireguard:?}"
+    );
+    let after_lockdown: Vec<_> = report
+        .flows
+        .iter()
+        .filter(|f| f.category == FlowCategory::Wireguard)
+        .map(|f| f.after.clone().unwrap())
+        .collect();
+    assert!(
+        after_lockdown
+            .iter()
+            .all(|d| d.allowed && d.decided_by.contains("WireGuard"))
+    );
+
+    // A custom listening port is the one checked.
+    let (live, facts) = with_felix(
+        plain.clone(),
+        json!({"wireguardEnabled": true, "wireguardListeningPort": 51000}),
+    );
+    let report = report::check(&live, &facts, &options, None);
+    assert!(
+        categories(&report, FlowCategory::Wireguard)
+            .iter()
+            .all(|l| l.ends_with("udp/51000"))
+    );
+}
+
+#[test]
+fn encapsulation_follows_felix_vxlan_port_and_the_pools_ipip_mode() {
+    let (live, _) = lab();
+    let options = StageOptions::with_defaults();
+    let (custom, facts) = with_felix(live.clone(), json!({"vxlanPort": 4790}));
+    let report = report::check(&custom, &facts, &options, None);
+    let encapsulation = categories(&report, FlowCategory::Encapsulation);
+    assert_eq!(encapsulation.len(), 6);
+    assert!(
+        encapsulation.iter().all(|l| l.ends_with("udp/4790")),
+        "{encapsulation:?}"
+    );
+    // Felix accepts its own port before policy, not the default one.
+    let e = build::engine(&with_heps(&custom), &facts);
+    assert_eq!(
+        check(&e, "control", "node1", Protocol::UDP, 4790).hops[0].decider,
+        Decider::Tunnel
+    );
+    assert!(!check(&e, "control", "node1", Protocol::UDP, 4789).allowed);
+
+    // IPIP pools: IP protocol 4, no port, and no VXLAN.
+    let mut ipip = live;
+    ipip.inventory.ip_pools = Some(vec![
+        json!({"spec": {"ipipMode": "Always", "vxlanMode": "Never"}}),
+    ]);
+    let (ipip, facts) = with_felix(ipip, json!({}));
+    let report = report::check(&ipip, &facts, &options, None);
+    let encapsulation = categories(&report, FlowCategory::Encapsulation);
+    assert_eq!(encapsulation.len(), 6);
+    assert!(
+        encapsulation.iter().all(|l| l.ends_with(" ipip")),
+        "{encapsulation:?}"
+    );
+    assert!(
+        report
+            .flows
+            .iter()
+            .filter(|f| f.category == FlowCategory::Encapsulation)
+            .all(|f| f.protocol == "ipip")
+    );
+}
+
+/// Every node with a host endpoint that has no policy and no profile: only failsafe and tunnel
+/// traffic passes.
+fn with_heps(live: &LiveState) -> LiveState {
+    let mut live = live.clone();
+    live.inventory.host_endpoints = live.inventory.nodes.iter().map(|n| hep(n, &[])).collect();
+    live
+}
+
+#[test]
+fn a_per_node_felix_configuration_overrides_the_default_failsafe_ports() {
+    let mut live = with_heps(&small(false, vec![], vec![]));
+    live.inventory.felix_node_configurations = vec![json!({
+        "metadata": {"name": "node.n1"},
+        "spec": {"failsafeInboundHostPorts": [{"protocol": "TCP", "port": 22}]}
+    })];
+    let facts = crate::facts::detect(&live.inventory);
+    assert_eq!(facts.failsafe_on("n1").inbound, vec!["tcp:22".to_string()]);
+    assert!(
+        facts
+            .failsafe_on("n1")
+            .outbound
+            .contains(&"tcp:6443".to_string()),
+        "the outbound ports stay the default's"
+    );
+    assert!(facts.failsafe_on("n2").inbound_allows_tcp(6443));
+    let e = build::engine(&live, &facts);
+    let v = tcp(&e, "n2", "n1", 6443);
+    assert!(!v.allowed, "n1's own set has no tcp:6443");
+    assert_eq!(v.hops[1].kind, HopKind::DestinationIngress);
+    let v = tcp(&e, "n1", "n2", 6443);
+    assert!(v.allowed, "n2 runs with the default set");
+    assert_eq!(decided(&e, &v), "failsafe inbound port tcp:6443");
+}
+
+fn with_pods(mut live: LiveState, extra: Vec<Value>) -> (LiveState, ClusterFacts) {
+    live.inventory.pods.extend(extra);
+    live.inventory.system_pods = live
+        .inventory
+        .pods
+        .iter()
+        .filter(|p| crate::facts::is_system_pod(p))
+        .cloned()
+        .collect();
+    let mut facts = crate::facts::detect(&live.inventory);
+    facts.calico_api = crate::facts::CalicoApiMode::AggregatedApiserver;
+    (live, facts)
+}
+
+#[test]
+fn flow_log_paths_appear_only_where_goldmane_and_whisker_run() {
+    let (live, facts) = lab();
+    let options = StageOptions::with_defaults();
+    let report = report::check(&live, &facts, &options, None);
+    for category in [
+        FlowCategory::NodesToGoldmane,
+        FlowCategory::WhiskerToGoldmane,
+        FlowCategory::NodesToDns,
+    ] {
+        assert!(categories(&report, category).is_empty(), "{category:?}");
+    }
+    let mut goldmane = pod(
+        "calico-system",
+        "goldmane-a",
+        "node2",
+        "10.0.102.9",
+        json!({"k8s-app": "goldmane"}),
+    );
+    goldmane["spec"]["containers"][0]["ports"] =
+        json!([{"name": "grpc", "containerPort": 7443, "protocol": "TCP"}]);
+    let whisker = pod(
+        "calico-system",
+        "whisker-a",
+        "node1",
+        "10.0.101.9",
+        json!({"k8s-app": "whisker"}),
+    );
+    let (live, facts) = with_pods(live, vec![goldmane, whisker]);
+    assert_eq!(
+        facts.observability.goldmane_pods,
+        ["calico-system/goldmane-a"]
+    );
+    let report = report::check(&live, &facts, &options, None);
+    assert_eq!(
+        categories(&report, FlowCategory::NodesToGoldmane),
+        [
+            "control -> calico-system/goldmane-a tcp/7443",
+            "node1 -> calico-system/goldmane-a tcp/7443",
+            "node2 -> calico-system/goldmane-a tcp/7443",
+        ]
+    );
+    assert_eq!(
+        categories(&report, FlowCategory::WhiskerToGoldmane),
+        ["calico-system/whisker-a -> calico-system/goldmane-a tcp/7443"]
+    );
+    // Felix dials Goldmane by name from every node; Whisker's backend too.
+    assert_eq!(
+        categories(&report, FlowCategory::NodesToDns).len(),
+        3 * 2 * 2
+    );
+    assert!(
+        categories(&report, FlowCategory::PodsToDns)
+            .iter()
+            .any(|l| l.starts_with("calico-system/whisker-a -> "))
+    );
+    assert!(
+        report.denied_in_the_end().next().is_none(),
+        "a fresh cluster allows them"
+    );
+}
+
+/// A Calico 3.32-style admission webhook: Service calico-system/calico-webhooks, served on 6443
+/// by the calico-apiserver pods.
+fn with_webhook(live: &LiveState, failure_policy: &str) -> (LiveState, ClusterFacts) {
+    let mut live = live.clone();
+    live.inventory.validating_webhooks = Some(vec![json!({
+        "metadata": {"name": "projectcalico.org"},
+        "webhooks": [{"name": "validate.projectcalico.org", "failurePolicy": failure_policy,
+                      "clientConfig": {"service": {"namespace": "calico-system", "name": "calico-webhooks", "port": 443}}},
+                     {"name": "unrelated.example.com",
+                      "clientConfig": {"service": {"namespace": "other", "name": "x"}}}]
+    })]);
+    let addresses: Vec<String> = live
+        .inventory
+        .pods
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["k8s-app"] == "calico-apiserver")
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+        .collect();
+    live.inventory.webhook_endpoint_slices = vec![json!({
+        "metadata": {"namespace": "calico-system", "name": "calico-webhooks-abc",
+                     "labels": {"kubernetes.io/service-name": "calico-webhooks"}},
+        "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+        "endpoints": [{"addresses": addresses, "conditions": {"ready": true}}]
+    })];
+    let mut facts = crate::facts::detect(&live.inventory);
+    facts.calico_api = crate::facts::CalicoApiMode::AggregatedApiserver;
+    (live, facts)
+}
+
+#[test]
+fn admission_webhooks_that_fail_closed_are_critical_and_lockdown_refuses_to_cut_them() {
+    let (live, _) = lab();
+    let options = StageOptions::with_defaults();
+    let (live_fail, facts) = with_webhook(&live, "Fail");
+    let webhooks = facts.admission_webhooks.as_ref().unwrap();
+    assert_eq!(
+        webhooks.len(),
+        1,
+        "only the one in a Calico namespace: {webhooks:?}"
+    );
+    assert!(webhooks[0].fails_closed);
+    let report = report::check(&live_fail, &facts, &options, None);
+    assert_eq!(
+        categories(&report, FlowCategory::ApiserverToAdmissionWebhooks),
+        [
+            "control -> calico-apiserver/calico-apiserver-a tcp/6443",
+            "control -> calico-apiserver/calico-apiserver-b tcp/6443",
+        ]
+    );
+    // Calico's stages leave the calico-apiserver pods to their profile, and the API server's
+    // egress on 6443 is failsafe: the webhook survives lockdown.
+    let hardened = after_up(&live_fail, &facts, &options);
+    let report = report::check(&hardened, &facts, &options, Some(StageId::Lockdown));
+    assert_eq!(report.lost().count(), 0);
+    // An operator who let the calico-apiserver pods accept their API port only: with the safety
+    // net the webhook is still reached, without it not (lockdown's preflight refuses).
+    let mut hardened = hardened;
+    hardened.global_network_policies.push(gnp(
+        "calico-apiserver-ingress",
+        json!({"order": 500, "selector": "k8s-app == 'calico-apiserver'", "types": ["Ingress"],
+               "ingress": [{"action": "Allow", "protocol": "TCP",
+                            "destination": {"ports": [facts.calico_apiserver_port]}}]}),
+    ));
+    let report = report::check(&hardened, &facts, &options, Some(StageId::Lockdown));
+    let lost: Vec<_> = report
+        .lost()
+        .filter(|f| f.category == FlowCategory::ApiserverToAdmissionWebhooks)
+        .collect();
+    assert_eq!(
+        lost.len(),
+        2,
+        "{:?}",
+        lost.iter().map(|f| f.label()).collect::<Vec<_>>()
+    );
+    assert!(
+        lost[0]
+            .after
+            .as_ref()
+            .unwrap()
+            .decided_by
+            .contains("end of tier default"),
+        "{:?}",
+        lost[0].after
+    );
+    // The API server's own port on those pods stays allowed.
+    assert!(
+        report
+            .flows
+            .iter()
+            .filter(|f| f.category == FlowCategory::ApiserverToCalicoApiserver)
+            .all(|f| !f.denied_in_the_end())
+    );
+
+    // failurePolicy Ignore: writes go on without it, so it is not a critical flow.
+    let (live_ignore, facts) = with_webhook(&live, "Ignore");
+    let report = report::check(&live_ignore, &facts, &options, None);
+    assert!(categories(&report, FlowCategory::ApiserverToAdmissionWebhooks).is_empty());
+    assert!(!facts.admission_webhooks.unwrap()[0].fails_closed);
 }

@@ -1,6 +1,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bad_input_e2e;
+mod calico_versions_e2e;
 mod canary_lockdown_e2e;
 mod check_e2e;
 mod cli;
