@@ -274,7 +274,7 @@ pub struct RegistryArgs {
     pub port: Vec<String>,
 }
 
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct EnableHepArgs {
     /// Set autoCreate to Disabled instead. Calico then DELETES the automatic host endpoints.
     #[arg(long)]
@@ -295,6 +295,66 @@ pub struct EnableHepArgs {
     /// Print the equivalent kubectl command for this shell and change nothing.
     #[arg(long, value_enum, value_name = "SHELL")]
     pub print_command: Option<PrintShell>,
+
+    /// A host endpoint template (Calico 3.30+): one endpoint per selected node named
+    /// <node>-NAME-auto-hep, for the node IPs inside its --template-cidr. Repeatable; the
+    /// templates given replace the configured ones. An empty selector selects every node.
+    #[arg(
+        long = "template",
+        value_name = "NAME[:NODE_SELECTOR]",
+        conflicts_with = "disable",
+        help_heading = "Templates"
+    )]
+    pub templates: Vec<String>,
+
+    /// The CIDRs a template matches node IPs against, comma separated (repeatable).
+    #[arg(
+        long = "template-cidr",
+        value_name = "NAME:CIDR[,CIDR...]",
+        requires = "templates",
+        help_heading = "Templates"
+    )]
+    pub template_cidrs: Vec<String>,
+
+    /// A label a template adds to its endpoints (repeatable).
+    #[arg(
+        long = "template-label",
+        value_name = "NAME:KEY=VALUE",
+        requires = "templates",
+        help_heading = "Templates"
+    )]
+    pub template_labels: Vec<String>,
+
+    /// A regular expression (Go RE2 syntax, unanchored) naming the node interfaces a template
+    /// makes one endpoint each for (Calico 3.31+).
+    #[arg(
+        long = "interface-pattern",
+        value_name = "NAME:REGEX",
+        requires = "templates",
+        help_heading = "Templates"
+    )]
+    pub interface_patterns: Vec<String>,
+
+    /// Remove every configured template.
+    #[arg(
+        long,
+        conflicts_with_all = ["templates", "disable"],
+        help_heading = "Templates"
+    )]
+    pub no_templates: bool,
+
+    /// Do not create the default <node>-auto-hep endpoints (createDefaultHostEndpoint:
+    /// Disabled); nodes then get only their templates' endpoints.
+    #[arg(long, conflicts_with = "disable", help_heading = "Templates")]
+    pub no_default_host_endpoint: bool,
+
+    /// Create the default <node>-auto-hep endpoints again (createDefaultHostEndpoint: Enabled).
+    #[arg(
+        long,
+        conflicts_with_all = ["no_default_host_endpoint", "disable"],
+        help_heading = "Templates"
+    )]
+    pub default_host_endpoint: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,4 +1,5 @@
 //! Calico's resource model and selector language, as far as this tool needs them.
 
+pub mod host_endpoints;
 pub mod policy;
 pub mod selector;

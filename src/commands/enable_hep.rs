@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::calico::host_endpoints::{
+    self, HostEndpoint, HostEndpointTemplate, KccHostEndpointConfig, NodeFacts,
+};
 use crate::calico::policy::CalicoKind;
 use crate::cli::{DryRun, EnableHepArgs, GlobalArgs, PrintShell};
 use crate::cluster::inventory;
@@ -17,25 +20,212 @@ use crate::ui::printer::Tone;
 
 use super::{Context, apply_changes, parse_duration, report_applied, show_changes};
 
-pub fn auto_create_patch(value: &str) -> Value {
-    json!({"spec": {"controllers": {"node": {"hostEndpoint": {"autoCreate": value}}}}})
+/// What enable-hep writes into `spec.controllers.node.hostEndpoint`, checked before anything is
+/// sent. `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEndpointSettings {
+    pub auto_create: &'static str,
+    pub create_default_host_endpoint: Option<bool>,
+    /// `Some(empty)` removes every template.
+    pub templates: Option<Vec<HostEndpointTemplate>>,
 }
 
-fn target_value(args: &EnableHepArgs) -> &'static str {
-    if args.disable { "Disabled" } else { "Enabled" }
+impl HostEndpointSettings {
+    /// The merge patch: only the fields the command sets; `templates: null` removes them.
+    pub fn patch(&self) -> Value {
+        let mut host_endpoint = json!({"autoCreate": self.auto_create});
+        if let Some(on) = self.create_default_host_endpoint {
+            host_endpoint["createDefaultHostEndpoint"] =
+                json!(if on { "Enabled" } else { "Disabled" });
+        }
+        match &self.templates {
+            None => {}
+            Some(list) if list.is_empty() => host_endpoint["templates"] = Value::Null,
+            Some(list) => {
+                host_endpoint["templates"] =
+                    Value::Array(list.iter().map(HostEndpointTemplate::to_value).collect());
+            }
+        }
+        json!({"spec": {"controllers": {"node": {"hostEndpoint": host_endpoint}}}})
+    }
+}
+
+/// Turn the flags into settings; every template flag is checked the way Calico's validation
+/// and kube-controllers read it, so a mistake is a usage error and nothing is sent.
+pub fn settings(args: &EnableHepArgs) -> Result<HostEndpointSettings> {
+    let create_default_host_endpoint = if args.no_default_host_endpoint {
+        Some(false)
+    } else if args.default_host_endpoint {
+        Some(true)
+    } else {
+        None
+    };
+    let templates = if args.no_templates {
+        Some(Vec::new())
+    } else if args.templates.is_empty() {
+        None
+    } else {
+        Some(templates(args)?)
+    };
+    Ok(HostEndpointSettings {
+        auto_create: if args.disable { "Disabled" } else { "Enabled" },
+        create_default_host_endpoint,
+        templates,
+    })
+}
+
+fn templates(args: &EnableHepArgs) -> Result<Vec<HostEndpointTemplate>> {
+    let mut list: Vec<HostEndpointTemplate> = Vec::new();
+    for raw in &args.templates {
+        let (name, node_selector) = raw.split_once(':').unwrap_or((raw.as_str(), ""));
+        check_template_name(name)?;
+        if list.iter().any(|t| t.generate_name == name) {
+            return Err(Error::usage(format!(
+                "--template {name}: the template is given twice"
+            )));
+        }
+        if let Err(e) = crate::calico::selector::parse(node_selector) {
+            return Err(Error::usage(format!(
+                "--template {name}: the node selector is not a Calico selector: {e}\n{}",
+                e.render_caret(node_selector)
+            )));
+        }
+        list.push(HostEndpointTemplate {
+            generate_name: name.to_string(),
+            node_selector: node_selector.trim().to_string(),
+            ..HostEndpointTemplate::default()
+        });
+    }
+    for raw in &args.template_cidrs {
+        let (template, cidrs) = template_part(&mut list, "--template-cidr", raw)?;
+        for cidr in cidrs.split(',').map(str::trim) {
+            check_cidr(&template.generate_name, cidr)?;
+            template.interface_cidrs.push(cidr.to_string());
+        }
+    }
+    for raw in &args.template_labels {
+        let (template, label) = template_part(&mut list, "--template-label", raw)?;
+        let Some((key, value)) = label.split_once('=') else {
+            return Err(Error::usage(format!(
+                "--template-label {raw}: expected NAME:KEY=VALUE"
+            )));
+        };
+        check_label(raw, key, value)?;
+        template.labels.insert(key.to_string(), value.to_string());
+    }
+    for raw in &args.interface_patterns {
+        let (template, pattern) = template_part(&mut list, "--interface-pattern", raw)?;
+        if !template.interface_pattern.is_empty() {
+            return Err(Error::usage(format!(
+                "--interface-pattern: template {} has one pattern; join alternatives with |",
+                template.generate_name
+            )));
+        }
+        if let Err(e) = regex::Regex::new(pattern) {
+            return Err(Error::usage(format!(
+                "--interface-pattern {raw}: not a regular expression: {e}"
+            )));
+        }
+        template.interface_pattern = pattern.to_string();
+    }
+    if let Some(template) = list
+        .iter()
+        .find(|t| t.interface_cidrs.is_empty() && t.interface_pattern.is_empty())
+    {
+        return Err(Error::usage(format!(
+            "--template {}: give it --template-cidr {0}:CIDR or --interface-pattern {0}:REGEX; without either calico-kube-controllers creates no endpoint for it",
+            template.generate_name
+        )));
+    }
+    Ok(list)
+}
+
+/// The template a `NAME:VALUE` flag refers to, and the value.
+fn template_part<'a, 'r>(
+    list: &'a mut [HostEndpointTemplate],
+    flag: &str,
+    raw: &'r str,
+) -> Result<(&'a mut HostEndpointTemplate, &'r str)> {
+    let Some((name, value)) = raw.split_once(':') else {
+        return Err(Error::usage(format!(
+            "{flag} {raw}: expected NAME:VALUE, NAME being a --template"
+        )));
+    };
+    match list.iter_mut().find(|t| t.generate_name == name) {
+        Some(template) => Ok((template, value)),
+        None => Err(Error::usage(format!(
+            "{flag} {raw}: no --template {name} is given"
+        ))),
+    }
+}
+
+/// Calico's resource name format (lower-case DNS subdomain), which the endpoint names extend.
+fn check_template_name(name: &str) -> Result<()> {
+    let label = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+    let format = regex::Regex::new(&format!("^{label}(\\.{label})*$")).expect("valid regex");
+    if name.len() > 253 || !format.is_match(name) {
+        return Err(Error::usage(format!(
+            "--template {name}: the name must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+/// kube-controllers reads interfaceCIDRs with Go's net.ParseCIDR: a bare address is accepted
+/// by the API but makes the template match nothing.
+fn check_cidr(template: &str, cidr: &str) -> Result<()> {
+    if host_endpoints::parse_go_cidr(cidr).is_some() {
+        return Ok(());
+    }
+    let hint = if cidr.parse::<std::net::IpAddr>().is_ok() {
+        let bits = if cidr.contains(':') { 128 } else { 32 };
+        format!(
+            " (write {cidr}/{bits}: calico-kube-controllers ignores a template CIDR without a prefix)"
+        )
+    } else {
+        String::new()
+    };
+    Err(Error::usage(format!(
+        "--template-cidr {template}:{cidr}: not a CIDR{hint}"
+    )))
+}
+
+/// Kubernetes label syntax: an optional DNS-subdomain prefix and `/`, a name of at most 63
+/// characters; a value of at most 63, possibly empty.
+fn check_label(raw: &str, key: &str, value: &str) -> Result<()> {
+    let name =
+        regex::Regex::new("^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$").expect("valid regex");
+    let prefix =
+        regex::Regex::new("^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+            .expect("valid regex");
+    let (key_prefix, key_name) = key
+        .rsplit_once('/')
+        .map_or((None, key), |(p, n)| (Some(p), n));
+    let key_ok = key_name.len() <= 63
+        && name.is_match(key_name)
+        && key_prefix.is_none_or(|p| p.len() <= 253 && prefix.is_match(p));
+    let value_ok = value.len() <= 63 && (value.is_empty() || name.is_match(value));
+    if key_ok && value_ok {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "--template-label {raw}: not a valid Kubernetes label (key [prefix/]name, name and value at most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit)"
+    )))
 }
 
 /// The kubectl command for `shell`. PowerShell 7.3+ passes native arguments differently from
 /// 5.1, so no quoting style works in both: the patch goes through a file written from a
 /// single-quoted here-string, which neither version interprets.
-pub fn command_for(shell: PrintShell, value: &str, context: Option<&str>) -> String {
-    let patch = auto_create_patch(value).to_string();
+pub fn command_for(shell: PrintShell, patch: &Value, context: Option<&str>) -> String {
+    let patch = patch.to_string();
     let context_flag = context
         .map(|c| format!(" --context {c}"))
         .unwrap_or_default();
     match shell {
+        // A selector may hold single quotes: close the quote, escape it, reopen.
         PrintShell::Bash => format!(
-            "kubectl{context_flag} patch kubecontrollersconfiguration default --type=merge --patch='{patch}'\n"
+            "kubectl{context_flag} patch kubecontrollersconfiguration default --type=merge --patch='{}'\n",
+            patch.replace('\'', "'\\''")
         ),
         PrintShell::Powershell => format!(
             "@'\n{patch}\n'@ | Set-Content -Encoding ascii -Path calico-harden-autocreate.json\nkubectl{context_flag} patch kubecontrollersconfiguration default --type=merge --patch-file calico-harden-autocreate.json\nRemove-Item calico-harden-autocreate.json\n"
@@ -47,10 +237,11 @@ pub fn print_command(args: &EnableHepArgs, global: &GlobalArgs) -> Result<ExitSt
     let shell = args
         .print_command
         .expect("only called with --print-command");
+    let settings = settings(args)?;
     let printer = crate::ui::Printer::new(global.no_color, None);
     printer.data(&command_for(
         shell,
-        target_value(args),
+        &settings.patch(),
         global.context.as_deref(),
     ));
     Ok(ExitStatus::Success)
@@ -63,7 +254,8 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
         ));
     }
     let timeout = parse_duration(&args.timeout, "--timeout")?;
-    let value = target_value(args);
+    let settings = settings(args)?;
+    let value = settings.auto_create;
     let cluster = ctx.connect().await?;
     let live = inventory::fetch(&cluster).await?;
     let facts = facts::detect(&live.inventory);
@@ -82,6 +274,11 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
                 "calico-kube-controllers runs with autoCreate={running} although the spec says {}: an environment variable (AUTO_HOST_ENDPOINTS) overrides the spec, so this patch will not take effect until it is removed from the calico-kube-controllers deployment",
                 hep.auto_create_spec
             ));
+    }
+    if environment_override(kcc).is_some()
+        && (settings.templates.is_some() || settings.create_default_host_endpoint.is_some())
+    {
+        ctx.printer.warn("AUTO_HOST_ENDPOINTS is set on calico-kube-controllers: it then ignores templates and createDefaultHostEndpoint, whatever the spec says");
     }
     if let (false, Some((controllers, node))) = (args.disable, facts.controllers_newer_than_node())
     {
@@ -103,25 +300,42 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
         StageId::EnableHep,
         CalicoKind::KubeControllersConfiguration,
         kcc,
-        auto_create_patch(value),
+        settings.patch(),
     ) else {
         ctx.printer.say_tone(
             Tone::Good,
-            &format!("enable-hep: autoCreate is already {value}; nothing to change"),
+            &format!("enable-hep: autoCreate is already {value} as asked; nothing to change"),
         );
         if args.wait && !args.disable {
-            wait_for_host_endpoints(ctx, &cluster, timeout).await?;
+            wait_for_predicted_host_endpoints(ctx, &cluster, timeout).await?;
         }
         return Ok(ExitStatus::Success);
     };
+    let predicted = if args.disable {
+        Vec::new()
+    } else {
+        let after = change.after.as_ref().unwrap_or(kcc);
+        let nodes: Vec<NodeFacts> = live
+            .inventory
+            .nodes
+            .iter()
+            .map(NodeFacts::from_node)
+            .collect();
+        host_endpoints::predict(&KccHostEndpointConfig::once_enabled(Some(after)), &nodes)
+    };
     let changes = vec![change];
     show_changes(ctx, &changes);
+    if !args.disable {
+        ctx.printer
+            .say(&predicted_summary(&predicted, facts.node_count));
+    }
     if ctx.dry_run == DryRun::None {
         let question = if args.disable {
             "Set autoCreate to Disabled (Calico deletes the automatic host endpoints)?".to_string()
         } else {
             format!(
-                "Enable automatic host endpoints on {} node(s)?",
+                "Enable automatic host endpoints ({} on {} node(s))?",
+                predicted.len(),
                 facts.node_count
             )
         };
@@ -138,12 +352,47 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
         if args.disable {
             wait_for_no_auto_host_endpoints(ctx, &cluster, timeout).await?;
         } else {
-            wait_for_host_endpoints(ctx, &cluster, timeout).await?;
+            wait_for_predicted_host_endpoints(ctx, &cluster, timeout).await?;
         }
     } else if !args.disable && ctx.dry_run == DryRun::None {
         ctx.printer.say_tone(Tone::Dim, "next: kubectl calico-harden plan (host endpoints appear within seconds), then kubectl calico-harden lockdown");
     }
     Ok(ExitStatus::Success)
+}
+
+fn environment_override(kcc: &Value) -> Option<&str> {
+    kcc.pointer("/status/environmentVars/AUTO_HOST_ENDPOINTS")
+        .and_then(Value::as_str)
+}
+
+/// "calico-kube-controllers will keep 3 host endpoint(s): a, b, c" with at most ten names.
+fn predicted_summary(predicted: &[HostEndpoint], nodes: usize) -> String {
+    const NAMED: usize = 10;
+    let mut names: Vec<&str> = predicted
+        .iter()
+        .take(NAMED)
+        .map(|h| h.name.as_str())
+        .collect();
+    let more = predicted.len().saturating_sub(NAMED);
+    let more_text = format!("and {more} more");
+    if more > 0 {
+        names.push(&more_text);
+    }
+    let covered: std::collections::BTreeSet<&str> =
+        predicted.iter().map(|h| h.node.as_str()).collect();
+    let uncovered = nodes.saturating_sub(covered.len());
+    let mut text = format!(
+        "calico-kube-controllers will keep {} host endpoint(s){}{}",
+        predicted.len(),
+        if names.is_empty() { "" } else { ": " },
+        names.join(", ")
+    );
+    if uncovered > 0 {
+        text.push_str(&format!(
+            "; {uncovered} node(s) get none (no template selects them or matches their IPs)"
+        ));
+    }
+    text
 }
 
 /// kube-controllers reports the value it runs with in status.runningConfig. If that does not
@@ -153,22 +402,9 @@ async fn warn_if_not_taken_up(
     cluster: &crate::cluster::Cluster,
     value: &str,
 ) -> Result<()> {
-    let path = crate::cluster::api::calico_path(
-        CalicoKind::KubeControllersConfiguration,
-        None,
-        Some("default"),
-    );
-    let target = crate::cluster::api::calico_target(
-        "get",
-        CalicoKind::KubeControllersConfiguration,
-        None,
-        Some("default"),
-    );
     let deadline = Instant::now() + TAKE_UP_WAIT;
     loop {
-        let running = cluster
-            .api
-            .get(&path, &target)
+        let running = read_kube_controllers_configuration(cluster)
             .await?
             .and_then(|kcc| facts::running_auto_create(&kcc));
         match running {
@@ -189,65 +425,109 @@ async fn warn_if_not_taken_up(
 /// How long kube-controllers gets to report the new value before we call it overridden.
 const TAKE_UP_WAIT: Duration = Duration::from_secs(3);
 
-/// Where host endpoints stand: nodes without one, and how many automatic ones exist.
-struct HostEndpointProgress {
-    nodes: usize,
-    missing: Vec<String>,
-    automatic: usize,
+/// How the automatic host endpoints compare with the prediction.
+#[derive(Debug)]
+struct PredictionProgress {
+    predicted: usize,
+    comparison: host_endpoints::Comparison,
+    /// autoCreate as kube-controllers runs it (environment override included).
+    auto_create: bool,
 }
 
-async fn host_endpoint_progress(cluster: &crate::cluster::Cluster) -> Result<HostEndpointProgress> {
+fn compare_with_prediction(
+    config: &KccHostEndpointConfig,
+    nodes: &[Value],
+    live: &[Value],
+) -> PredictionProgress {
+    let nodes: Vec<NodeFacts> = nodes.iter().map(NodeFacts::from_node).collect();
+    let predicted = host_endpoints::predict(config, &nodes);
+    PredictionProgress {
+        predicted: predicted.len(),
+        comparison: host_endpoints::compare(&predicted, live),
+        auto_create: config.auto_create,
+    }
+}
+
+async fn prediction_progress(cluster: &crate::cluster::Cluster) -> Result<PredictionProgress> {
     let (nodes, heps) = inventory::nodes_and_host_endpoints(cluster).await?;
-    let covered: std::collections::BTreeSet<&str> = heps
-        .iter()
-        .filter_map(|h| h.pointer("/spec/node").and_then(Value::as_str))
-        .collect();
-    let missing = nodes
-        .iter()
-        .filter_map(|n| n.pointer("/metadata/name").and_then(Value::as_str))
-        .filter(|name| !covered.contains(name))
-        .map(str::to_string)
-        .collect();
-    let automatic = heps
-        .iter()
-        .filter(|h| {
-            h.pointer("/metadata/labels/projectcalico.org~1created-by")
-                .and_then(Value::as_str)
-                == Some("calico-kube-controllers")
-        })
-        .count();
-    Ok(HostEndpointProgress {
-        nodes: nodes.len(),
-        missing,
-        automatic,
-    })
+    let kcc = read_kube_controllers_configuration(cluster).await?;
+    let config = KccHostEndpointConfig::running(kcc.as_ref());
+    Ok(compare_with_prediction(&config, &nodes, &heps))
 }
 
-async fn wait_for_host_endpoints(
+async fn read_kube_controllers_configuration(
+    cluster: &crate::cluster::Cluster,
+) -> Result<Option<Value>> {
+    let path = crate::cluster::api::calico_path(
+        CalicoKind::KubeControllersConfiguration,
+        None,
+        Some("default"),
+    );
+    let target = crate::cluster::api::calico_target(
+        "get",
+        CalicoKind::KubeControllersConfiguration,
+        None,
+        Some("default"),
+    );
+    cluster.api.get(&path, &target).await
+}
+
+/// Wait until the automatic host endpoints are exactly the predicted ones: every predicted
+/// endpoint present with its labels, expected IPs and interface, and no other.
+async fn wait_for_predicted_host_endpoints(
     ctx: &Context,
     cluster: &crate::cluster::Cluster,
     timeout: Duration,
 ) -> Result<()> {
     let start = Instant::now();
-    let mut progress = host_endpoint_progress(cluster).await?;
-    let bar = progress_bar(progress.nodes as u64);
+    let mut progress = prediction_progress(cluster).await?;
+    if !progress.auto_create {
+        return Err(Error::refused(
+            "calico-kube-controllers runs with autoCreate Disabled, so no host endpoint will appear",
+            Some("remove the AUTO_HOST_ENDPOINTS environment variable from the calico-kube-controllers deployment".into()),
+        ));
+    }
+    let bar = progress_bar(progress.predicted as u64);
     loop {
-        bar.set_position((progress.nodes - progress.missing.len()) as u64);
-        if progress.missing.is_empty() {
+        bar.set_length(progress.predicted as u64);
+        bar.set_position(progress.comparison.in_place.len() as u64);
+        if progress.comparison.matches() {
             bar.finish_and_clear();
-            ctx.printer
-                .say_tone(Tone::Good, "every node has a host endpoint");
+            ctx.printer.say_tone(
+                Tone::Good,
+                &format!(
+                    "every predicted host endpoint is in place ({})",
+                    progress.predicted
+                ),
+            );
             return Ok(());
         }
         if start.elapsed() >= timeout {
             bar.abandon();
+            let mut waiting = Vec::new();
+            let comparison = &progress.comparison;
+            for (what, names) in [
+                ("missing", &comparison.missing),
+                ("not yet as predicted", &comparison.different),
+                ("still to be deleted", &comparison.extra),
+            ] {
+                if !names.is_empty() {
+                    waiting.push(format!("{what}: {}", names.join(", ")));
+                }
+            }
             return Err(Error::refused(
-                format!("timed out after {}s waiting for host endpoints; still missing on: {}", timeout.as_secs(), progress.missing.join(", ")),
+                format!(
+                    "timed out after {}s waiting for the predicted host endpoints ({} of {} in place); {}",
+                    timeout.as_secs(),
+                    comparison.in_place.len(),
+                    progress.predicted,
+                    waiting.join("; ")
+                ),
                 Some("check calico-kube-controllers' logs (kubectl logs -n calico-system deploy/calico-kube-controllers) and whether AUTO_HOST_ENDPOINTS overrides autoCreate".into()),
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        progress = host_endpoint_progress(cluster).await?;
+        progress = prediction_progress(cluster).await?;
     }
 }
 
@@ -258,7 +538,11 @@ async fn wait_for_no_auto_host_endpoints(
 ) -> Result<()> {
     let start = Instant::now();
     loop {
-        let automatic = host_endpoint_progress(cluster).await?.automatic;
+        let (_, heps) = inventory::nodes_and_host_endpoints(cluster).await?;
+        let automatic = heps
+            .iter()
+            .filter(|h| host_endpoints::is_automatic(h))
+            .count();
         if automatic == 0 {
             ctx.printer.say("the automatic host endpoints are gone");
             return Ok(());
@@ -281,7 +565,7 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
     );
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} host endpoints {pos}/{len} nodes [{elapsed}]",
+            "{spinner} host endpoints {pos}/{len} in place [{elapsed}]",
         )
         .expect("valid template"),
     );
@@ -290,11 +574,39 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(flags: &[&str]) -> std::result::Result<EnableHepArgs, clap::Error> {
+        let mut argv = vec!["kubectl-calico_harden", "enable-hep"];
+        argv.extend_from_slice(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::EnableHep(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn settings_of(flags: &[&str]) -> Result<HostEndpointSettings> {
+        settings(&args(flags).expect("clap accepts the flags"))
+    }
+
+    fn usage_message(flags: &[&str]) -> String {
+        match settings_of(flags) {
+            Err(Error::Usage(message)) => message,
+            other => panic!("{flags:?} should be a usage error, got {other:?}"),
+        }
+    }
 
     #[test]
-    fn bash_command_is_single_quoted_json() {
-        let text = command_for(PrintShell::Bash, "Enabled", None);
+    fn plain_enable_patches_auto_create_only() {
+        let patch = settings_of(&[]).unwrap().patch();
+        assert_eq!(
+            patch,
+            json!({"spec": {"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled"}}}}})
+        );
+        let text = command_for(PrintShell::Bash, &patch, None);
         assert_eq!(
             text,
             "kubectl patch kubecontrollersconfiguration default --type=merge --patch='{\"spec\":{\"controllers\":{\"node\":{\"hostEndpoint\":{\"autoCreate\":\"Enabled\"}}}}}'\n"
@@ -302,8 +614,109 @@ mod tests {
     }
 
     #[test]
+    fn templates_labels_patterns_and_the_default_in_one_patch() {
+        let settings = settings_of(&[
+            "--template",
+            "control-plane:has(node-role.kubernetes.io/control-plane)",
+            "--template-cidr",
+            "control-plane:10.0.0.0/24,fd00::/64",
+            "--template-label",
+            "control-plane:tier=control",
+            "--template",
+            "ifaces",
+            "--interface-pattern",
+            "ifaces:^eth[0-9]+$",
+            "--no-default-host-endpoint",
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.patch(),
+            json!({"spec": {"controllers": {"node": {"hostEndpoint": {
+                "autoCreate": "Enabled",
+                "createDefaultHostEndpoint": "Disabled",
+                "templates": [
+                    {"generateName": "control-plane",
+                     "interfaceCIDRs": ["10.0.0.0/24", "fd00::/64"],
+                     "nodeSelector": "has(node-role.kubernetes.io/control-plane)",
+                     "labels": {"tier": "control"}},
+                    {"generateName": "ifaces", "interfacePattern": "^eth[0-9]+$"}]}}}}})
+        );
+        let removal = settings_of(&["--no-templates", "--default-host-endpoint"]).unwrap();
+        assert_eq!(
+            removal.patch()["spec"]["controllers"]["node"]["hostEndpoint"],
+            json!({"autoCreate": "Enabled", "createDefaultHostEndpoint": "Enabled", "templates": null})
+        );
+    }
+
+    #[test]
+    fn bad_template_flags_are_usage_errors() {
+        let selector = usage_message(&["--template", "t:has(", "--template-cidr", "t:10.0.0.0/8"]);
+        assert!(selector.contains("not a Calico selector"), "{selector}");
+        assert!(selector.contains("has(\n    ^"), "{selector}");
+        let bare_ip = usage_message(&["--template", "t", "--template-cidr", "t:10.0.0.1"]);
+        assert!(bare_ip.contains("write 10.0.0.1/32"), "{bare_ip}");
+        assert!(
+            usage_message(&["--template", "t", "--template-cidr", "t:nonsense"])
+                .contains("not a CIDR")
+        );
+        let regex = usage_message(&["--template", "t", "--interface-pattern", "t:eth(["]);
+        assert!(regex.contains("not a regular expression"), "{regex}");
+        let neither = usage_message(&["--template", "t"]);
+        assert!(neither.contains("creates no endpoint"), "{neither}");
+        let unknown = usage_message(&["--template", "t", "--template-cidr", "u:10.0.0.0/8"]);
+        assert!(unknown.contains("no --template u"), "{unknown}");
+        let name = usage_message(&[
+            "--template",
+            "Bad_Name",
+            "--template-cidr",
+            "Bad_Name:10.0.0.0/8",
+        ]);
+        assert!(name.contains("lower-case"), "{name}");
+        let label = usage_message(&[
+            "--template",
+            "t",
+            "--template-cidr",
+            "t:10.0.0.0/8",
+            "--template-label",
+            "t:bad key=v",
+        ]);
+        assert!(label.contains("not a valid Kubernetes label"), "{label}");
+        let twice = usage_message(&[
+            "--template",
+            "t",
+            "--template",
+            "t",
+            "--template-cidr",
+            "t:10.0.0.0/8",
+        ]);
+        assert!(twice.contains("given twice"), "{twice}");
+        // Flags that cannot go together are refused by the parser.
+        assert!(args(&["--disable", "--template", "t"]).is_err());
+        assert!(args(&["--no-templates", "--template", "t"]).is_err());
+        assert!(args(&["--template-cidr", "t:10.0.0.0/8"]).is_err());
+        assert!(args(&["--no-default-host-endpoint", "--default-host-endpoint"]).is_err());
+    }
+
+    #[test]
+    fn bash_command_quotes_single_quotes_in_selectors() {
+        let settings = settings_of(&[
+            "--template",
+            "t:zone == 'a'",
+            "--template-cidr",
+            "t:10.0.0.0/8",
+        ])
+        .unwrap();
+        let text = command_for(PrintShell::Bash, &settings.patch(), None);
+        assert!(
+            text.contains(r#""nodeSelector":"zone == '\''a'\''""#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn powershell_command_uses_a_file_from_a_literal_here_string() {
-        let text = command_for(PrintShell::Powershell, "Enabled", Some("prod"));
+        let patch = settings_of(&[]).unwrap().patch();
+        let text = command_for(PrintShell::Powershell, &patch, Some("prod"));
         assert!(text.starts_with("@'\n{\"spec\""));
         assert!(text.contains("\n'@ | Set-Content"));
         assert!(text.contains("kubectl --context prod patch kubecontrollersconfiguration default --type=merge --patch-file"));

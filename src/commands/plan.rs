@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::calico::host_endpoints::{self, KccHostEndpointConfig, NodeFacts};
 use crate::calico::policy::CalicoKind;
 use crate::calico::selector;
 use crate::cluster::inventory::{self, LiveState, Observe};
@@ -92,6 +93,48 @@ pub struct PlanReport {
     pub facts: ClusterFacts,
     pub stages: Vec<StageStatus>,
     pub next_step: String,
+    pub host_endpoints: HostEndpointPlan,
+}
+
+/// The host endpoints calico-kube-controllers keeps once autoCreate is Enabled, predicted from
+/// its configuration and the nodes, against the live automatic ones.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostEndpointPlan {
+    /// The predicted HostEndpoint objects.
+    pub predicted: Vec<serde_json::Value>,
+    /// Names of the live automatic host endpoints.
+    pub present: Vec<String>,
+    pub comparison: host_endpoints::Comparison,
+}
+
+/// The prediction for this cluster ([`host_endpoints::predict`]).
+fn predicted_host_endpoints(live: &LiveState) -> Vec<host_endpoints::HostEndpoint> {
+    let inventory = &live.inventory;
+    let config =
+        KccHostEndpointConfig::once_enabled(inventory.kube_controllers_configuration.as_ref());
+    let nodes: Vec<NodeFacts> = inventory.nodes.iter().map(NodeFacts::from_node).collect();
+    host_endpoints::predict(&config, &nodes)
+}
+
+pub fn host_endpoint_plan(live: &LiveState) -> HostEndpointPlan {
+    let predicted = predicted_host_endpoints(live);
+    let live_heps = &live.inventory.host_endpoints;
+    HostEndpointPlan {
+        comparison: host_endpoints::compare(&predicted, live_heps),
+        predicted: predicted
+            .iter()
+            .map(host_endpoints::HostEndpoint::to_manifest)
+            .collect(),
+        present: live_heps
+            .iter()
+            .filter(|h| host_endpoints::is_automatic(h))
+            .filter_map(|h| {
+                h.pointer("/metadata/name")
+                    .and_then(serde_json::Value::as_str)
+            })
+            .map(str::to_string)
+            .collect(),
+    }
 }
 
 fn policy_stage_status(
@@ -141,12 +184,20 @@ fn policy_stage_status(
     }
 }
 
-fn enable_hep_status(facts: &ClusterFacts) -> StageStatus {
+fn enable_hep_status(facts: &ClusterFacts, live: &LiveState) -> StageStatus {
     let hep = &facts.host_endpoints;
     let missing_nodes: Vec<&String> = facts
         .nodes
         .iter()
         .filter(|n| !hep.nodes_with_hep.contains(n))
+        .collect();
+    let plan = host_endpoint_plan(live);
+    let waiting: Vec<&String> = plan
+        .comparison
+        .missing
+        .iter()
+        .chain(&plan.comparison.different)
+        .chain(&plan.comparison.extra)
         .collect();
     let (state, detail) = if !hep.config_present {
         (
@@ -167,11 +218,19 @@ fn enable_hep_status(facts: &ClusterFacts) -> StageStatus {
             StageState::Missing,
             format!("autoCreate is {}", hep.effective()),
         )
+    } else if !waiting.is_empty() {
+        (
+            StageState::Partial,
+            format!(
+                "autoCreate is Enabled; kube-controllers has not yet made the predicted host endpoints: {}",
+                join(&waiting)
+            ),
+        )
     } else if !missing_nodes.is_empty() {
         (
             StageState::Partial,
             format!(
-                "autoCreate is Enabled; no host endpoint yet for {}",
+                "autoCreate is Enabled; no host endpoint for {}: its configuration makes none for them (createDefaultHostEndpoint Disabled and no template selects them or matches their IPs)",
                 join(&missing_nodes)
             ),
         )
@@ -179,8 +238,9 @@ fn enable_hep_status(facts: &ClusterFacts) -> StageStatus {
         (
             StageState::Applied,
             format!(
-                "autoCreate is Enabled; {} node(s) have host endpoints",
-                hep.nodes_with_hep.len()
+                "autoCreate is Enabled; {} node(s) have host endpoints, the {} predicted are in place",
+                hep.nodes_with_hep.len(),
+                plan.predicted.len()
             ),
         )
     };
@@ -249,7 +309,7 @@ pub fn statuses(
     let mut list: Vec<StageStatus> = StageId::policy_stages()
         .map(|stage| policy_stage_status(stage, facts, live, options))
         .collect();
-    list.push(enable_hep_status(facts));
+    list.push(enable_hep_status(facts, live));
     let canary = canary_lockdown(live);
     if let Some(canary) = &canary {
         let missing = canary
@@ -344,6 +404,7 @@ pub async fn run(ctx: &Context) -> Result<ExitStatus> {
         next_step: next_step(&stages),
         facts,
         stages,
+        host_endpoints: host_endpoint_plan(&live),
     };
     if ctx.printer.output.is_some() {
         ctx.printer.structured(&report);
@@ -419,6 +480,27 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
         "nodes:               {} ({} with a host endpoint)\n",
         f.node_count,
         f.host_endpoints.nodes_with_hep.len()
+    ));
+    let heps = &report.host_endpoints;
+    let mut waiting = Vec::new();
+    for (what, names) in [
+        ("missing", &heps.comparison.missing),
+        ("not yet as predicted", &heps.comparison.different),
+        ("to be deleted", &heps.comparison.extra),
+    ] {
+        if !names.is_empty() {
+            waiting.push(format!("{what}: {}", names.join(", ")));
+        }
+    }
+    out.push_str(&format!(
+        "host endpoints:      {} predicted, {} present{}\n",
+        heps.predicted.len(),
+        heps.present.len(),
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", waiting.join("; "))
+        }
     ));
     out.push_str(&format!(
         "failsafe inbound:    {}{}\n\n",

@@ -78,11 +78,9 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     }
     if wants_hep {
         let hep_args = EnableHepArgs {
-            disable: false,
             wait: true,
             timeout: "2m".into(),
-            force: false,
-            print_command: None,
+            ..EnableHepArgs::default()
         };
         enable_hep::run(ctx, &hep_args).await?;
     }

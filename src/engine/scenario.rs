@@ -3,16 +3,13 @@
 //! would create; after `lockdown`, the live state without the safety net and with those host
 //! endpoints. Pure: nothing is sent to the cluster.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::calico::host_endpoints::{self, KccHostEndpointConfig, NodeFacts};
 use crate::calico::policy::CalicoKind;
 use crate::facts::ClusterFacts;
 use crate::live::LiveState;
 use crate::stages::{self, StageId, StageOptions, StageRender};
-
-pub const AUTO_HEP_SUFFIX: &str = "-auto-hep";
-pub const CREATED_BY_LABEL: &str = "projectcalico.org/created-by";
-pub const CREATED_BY_VALUE: &str = "calico-kube-controllers";
 
 fn same_identity(object: &Value, namespace: Option<&str>, name: &str) -> bool {
     object.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
@@ -22,49 +19,24 @@ fn same_identity(object: &Value, namespace: Option<&str>, name: &str) -> bool {
             == namespace
 }
 
-/// The `<node>-auto-hep` endpoints for nodes that have no host endpoint yet, as
-/// kube-controllers creates them: the node's labels, its InternalIPs, interface `*`, profile
-/// projectcalico-default-allow.
+/// The host endpoints kube-controllers keeps once autoCreate is Enabled, as
+/// [`host_endpoints::predict`] predicts them from the KubeControllersConfiguration (templates,
+/// createDefaultHostEndpoint, an AUTO_HOST_ENDPOINTS override) and the nodes, that are not live
+/// yet.
 pub fn auto_host_endpoints(live: &LiveState) -> Vec<Value> {
-    let has_hep = |node: &str| {
-        live.inventory
-            .host_endpoints
-            .iter()
-            .any(|h| h.pointer("/spec/node").and_then(Value::as_str) == Some(node))
-    };
-    live.inventory
-        .nodes
-        .iter()
-        .filter_map(|node| {
-            let name = node.pointer("/metadata/name")?.as_str()?;
-            if has_hep(name) {
-                return None;
-            }
-            let mut labels = node
-                .pointer("/metadata/labels")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            labels[CREATED_BY_LABEL] = json!(CREATED_BY_VALUE);
-            let ips: Vec<&Value> = node
-                .pointer("/status/addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))
-                .filter_map(|a| a.get("address"))
-                .collect();
-            Some(json!({
-                "apiVersion": crate::calico::policy::API_VERSION,
-                "kind": "HostEndpoint",
-                "metadata": {"name": format!("{name}{AUTO_HEP_SUFFIX}"), "labels": labels},
-                "spec": {
-                    "node": name,
-                    "interfaceName": "*",
-                    "expectedIPs": ips,
-                    "profiles": ["projectcalico-default-allow"],
-                },
-            }))
+    let inventory = &live.inventory;
+    let config =
+        KccHostEndpointConfig::once_enabled(inventory.kube_controllers_configuration.as_ref());
+    let nodes: Vec<NodeFacts> = inventory.nodes.iter().map(NodeFacts::from_node).collect();
+    host_endpoints::predict(&config, &nodes)
+        .into_iter()
+        .filter(|hep| {
+            !inventory
+                .host_endpoints
+                .iter()
+                .any(|live| same_identity(live, None, &hep.name))
         })
+        .map(|hep| hep.to_manifest())
         .collect()
 }
 

@@ -10,6 +10,7 @@ mod controlplane_smoke;
 mod dataplane_e2e;
 mod faults_e2e;
 mod harness;
+mod host_endpoint_templates_e2e;
 mod krew_e2e;
 mod pty_e2e;
 mod reliability_e2e;
