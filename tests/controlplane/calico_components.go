@@ -224,14 +224,15 @@ func (c *clients) startKubeControllers(ctx context.Context, kc *supervised, env 
 		return err
 	}
 	kc.start(env)
-	deadline := time.Now().Add(60 * time.Second)
+	// Normally well under a second; generous for a machine loaded with parallel builds.
+	deadline := time.Now().Add(150 * time.Second)
 	for {
 		rv, running, err := c.kubeControllersReport(ctx)
 		if err == nil && running && rv != before {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("calico-kube-controllers did not report its running configuration within 60s (see %s)", kc.log)
+			return fmt.Errorf("calico-kube-controllers did not report its running configuration within 150s (see %s)", kc.log)
 		}
 		select {
 		case <-ctx.Done():

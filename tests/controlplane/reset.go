@@ -633,7 +633,7 @@ func handleControl(ctx context.Context, conn net.Conn, cp *controlPlane) {
 		return
 	}
 	start := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 170*time.Second)
 	defer cancel()
 	switch {
 	case len(fields) == 1 && fields[0] == "ping":
@@ -674,7 +674,7 @@ func cmdReset(args []string) error {
 		return fmt.Errorf("is the control plane in %s running? %w", *dir, err)
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(90 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(180 * time.Second))
 	fmt.Fprintf(conn, "reset %s\n", *seedName)
 	reply, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {

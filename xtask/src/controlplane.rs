@@ -564,7 +564,7 @@ fn control(dir: &Path, line: &str) -> Result<Duration, String> {
         )
     })?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
+        .set_read_timeout(Some(Duration::from_secs(180)))
         .map_err(|e| e.to_string())?;
     writeln!(stream, "{line}").map_err(|e| e.to_string())?;
     let mut reply = String::new();
