@@ -108,6 +108,21 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         ctx.printer
             .say(&format!("{mark} {}: {}", c.check, c.detail));
     }
+    let binding: Vec<_> = failed.iter().filter(|c| !c.overridable).collect();
+    if !binding.is_empty() {
+        return Err(Error::refused(
+            format!(
+                "lockdown refused: {} check(s) failed that --force does not override: {}",
+                binding.len(),
+                binding
+                    .iter()
+                    .map(|c| c.check.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some("fix what the failed checks say: after such a lockdown not even restoring the safety net would work".into()),
+        ));
+    }
     if !failed.is_empty() {
         if !options.force {
             return Err(Error::refused(
