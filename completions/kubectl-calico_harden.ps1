@@ -736,7 +736,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
             [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
             [CompletionResult]::new('--disable', '--disable', [CompletionResultType]::ParameterName, 'Set autoCreate to Disabled instead. Calico then DELETES the automatic host endpoints')
-            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'After patching, wait with a progress bar until every node has a host endpoint')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'After patching, wait with a progress bar until the host endpoints are exactly the ones calico-kube-controllers keeps for this configuration (as predicted)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Enable even when calico-kube-controllers is newer than calico-node (see the refusal)')
             [CompletionResult]::new('--no-templates', '--no-templates', [CompletionResultType]::ParameterName, 'Remove every configured template')
             [CompletionResult]::new('--no-default-host-endpoint', '--no-default-host-endpoint', [CompletionResultType]::ParameterName, 'Do not create the default <node>-auto-hep endpoints (createDefaultHostEndpoint: Disabled); nodes then get only their templates'' endpoints')

@@ -280,7 +280,8 @@ pub struct EnableHepArgs {
     #[arg(long)]
     pub disable: bool,
 
-    /// After patching, wait with a progress bar until every node has a host endpoint.
+    /// After patching, wait with a progress bar until the host endpoints are exactly the ones
+    /// calico-kube-controllers keeps for this configuration (as predicted).
     #[arg(long)]
     pub wait: bool,
 

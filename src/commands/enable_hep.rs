@@ -334,8 +334,7 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
             "Set autoCreate to Disabled (Calico deletes the automatic host endpoints)?".to_string()
         } else {
             format!(
-                "Enable automatic host endpoints ({} on {} node(s))?",
-                predicted.len(),
+                "Enable automatic host endpoints on {} node(s)?",
                 facts.node_count
             )
         };

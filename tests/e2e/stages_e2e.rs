@@ -150,37 +150,6 @@ fn stage_state(plan: &Value, stage: &str) -> String {
         .to_string()
 }
 
-/// Felix must keep the API server's port failsafe for lockdown's preflight to pass; the test
-/// cluster's port is random, so add it to Felix's defaults the way an operator would.
-pub fn make_api_port_failsafe(c: &ClusterGuard) {
-    let plan = plan_json(c);
-    let port = plan["facts"]["apiserver_port"].as_u64().unwrap();
-    let mut ports: Vec<Value> = [
-        ("TCP", 22),
-        ("UDP", 68),
-        ("TCP", 179),
-        ("TCP", 2379),
-        ("TCP", 2380),
-        ("TCP", 5473),
-        ("TCP", 6443),
-        ("TCP", 6666),
-        ("TCP", 6667),
-    ]
-    .iter()
-    .map(|(protocol, port)| json!({"protocol": protocol, "port": port}))
-    .collect();
-    ports.push(json!({"protocol": "TCP", "port": port}));
-    let patch = json!({"spec": {"failsafeInboundHostPorts": ports}}).to_string();
-    c.kubectl_ok(&[
-        "patch",
-        "felixconfigurations.projectcalico.org",
-        "default",
-        "--type=merge",
-        "-p",
-        &patch,
-    ]);
-}
-
 #[test]
 fn every_stage_applies_once_is_idempotent_and_dry_runs_write_nothing() {
     let c = harness::cluster(Seed::Lab);
@@ -433,7 +402,8 @@ fn enable_hep_waits_for_host_endpoints_and_disable_removes_them() {
     let c = harness::cluster(Seed::Lab);
     let run = calico_harden(&c, &["enable-hep", "--wait", "--timeout", "30s", "--yes"]).ok();
     assert!(
-        run.stderr.contains("every node has a host endpoint"),
+        run.stderr
+            .contains("every predicted host endpoint is in place (3)"),
         "{}",
         run.stderr
     );
