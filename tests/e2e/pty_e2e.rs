@@ -13,7 +13,7 @@ use expectrl::{Eof, Expect, Regex};
 use serde_json::Value;
 
 use crate::harness::{self, ClusterGuard, Seed};
-use crate::stages_e2e::{calico_harden, make_api_port_failsafe};
+use crate::stages_e2e::calico_harden;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kubectl-calico_harden");
 /// How long a step may take on a loaded two-core machine before the test gives up.
@@ -441,7 +441,6 @@ fn lockdown_takes_the_context_name_then_the_countdown() {
         calico_harden(&c, &["enable-hep", "--wait", "--yes"]).code,
         0
     );
-    make_api_port_failsafe(&c);
     let context = current_context(&c);
     let safety_net = "final-allow-everything".to_string();
     let name_prompt = format!(
