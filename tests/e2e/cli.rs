@@ -229,8 +229,8 @@ fn completion_scripts_are_generated_for_every_shell() {
         let (code, stdout, _) = run(&["completion", shell]);
         assert_eq!(code, 0, "{shell}");
         assert!(stdout.contains("kubectl-calico_harden"), "{shell}");
-        // bash, zsh and fish ask the binary for candidates; the others list them.
-        let dynamic = ["bash", "zsh", "fish"].contains(&shell);
+        // bash, zsh, fish and elvish ask the binary for candidates; PowerShell's lists them.
+        let dynamic = ["bash", "zsh", "fish", "elvish"].contains(&shell);
         assert!(
             stdout.contains(if dynamic { "__complete" } else { "enable-hep" }),
             "{shell}"
