@@ -64,6 +64,11 @@ func newCalicoAPIServer(dir string, bins calicoBinaries, port int, p *pki, polic
 		"--audit-log-maxage=0",
 		"--audit-log-maxbackup=0",
 		"--audit-log-maxsize=0",
+		// The tests change RBAC between commands (least privilege, rule by rule): without
+		// these, calico-apiserver would answer from its 10 s cache of delegated
+		// authorization decisions and a test would see the previous role.
+		"--authorization-webhook-cache-authorized-ttl=0s",
+		"--authorization-webhook-cache-unauthorized-ttl=0s",
 		// Nothing in the lab uses ValidatingAdmissionPolicies; the watch costs CPU.
 		"--enable-validating-admission-policy=false",
 		"--v=0",
