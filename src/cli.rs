@@ -72,7 +72,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DURATION", default_value = "0")]
     pub request_timeout: String,
 
-    /// Answer yes to every confirmation (needed when stdin is not a terminal).
+    /// Answer yes to every confirmation (needed when stdin or stderr is not a terminal).
     #[arg(short = 'y', long, global = true)]
     pub yes: bool,
 

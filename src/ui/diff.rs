@@ -71,6 +71,7 @@ mod tests {
         };
         let printer = Printer {
             color: false,
+            color_stdout: false,
             output: None,
         };
         let text = render_change(&printer, &change);

@@ -28,17 +28,23 @@ pub enum Tone {
 
 #[derive(Debug, Clone)]
 pub struct Printer {
+    /// Colour on stderr, where messages go.
     pub color: bool,
+    /// Colour on stdout, where data goes: only when stdout itself is a terminal, so that
+    /// `... | less` or a file never gets escape codes.
+    pub color_stdout: bool,
     pub output: Option<OutputFormat>,
 }
 
 impl Printer {
     /// Colour only for a terminal, never with --no-color or NO_COLOR set.
     pub fn new(no_color: bool, output: Option<OutputFormat>) -> Self {
-        let color = !no_color
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::io::stderr().is_terminal();
-        Self { color, output }
+        let allowed = !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Self {
+            color: allowed && std::io::stderr().is_terminal(),
+            color_stdout: allowed && std::io::stdout().is_terminal(),
+            output,
+        }
     }
 
     pub fn paint(&self, tone: Tone, text: &str) -> String {
@@ -57,8 +63,16 @@ impl Printer {
         format!("\x1b[{code}m{text}\x1b[0m")
     }
 
-    /// Data for stdout (tables, manifests, JSON).
+    /// Data for stdout (tables, manifests, JSON). Text painted for the terminal loses its colour
+    /// codes when stdout is not one.
     pub fn data(&self, text: &str) {
+        let plain;
+        let text = if self.color && !self.color_stdout {
+            plain = without_colour_codes(text);
+            plain.as_str()
+        } else {
+            text
+        };
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         if !text.ends_with('\n') {
@@ -96,5 +110,48 @@ impl Printer {
             }
             Some(OutputFormat::Yaml) | None => self.data(&crate::yaml::to_yaml(value)),
         }
+    }
+}
+
+/// `text` without the SGR escape sequences `paint` adds (`ESC [ digits m`).
+fn without_colour_codes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("\x1b[") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let digits = after
+            .find(|c: char| !c.is_ascii_digit() && c != ';')
+            .unwrap_or(after.len());
+        if after[digits..].starts_with('m') {
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str("\x1b[");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_are_removed_and_other_text_kept() {
+        let painter = Printer {
+            color: true,
+            color_stdout: false,
+            output: None,
+        };
+        let painted = format!(
+            "{} and {}",
+            painter.paint(Tone::Added, "+ kind: X"),
+            painter.paint(Tone::Bold, "b")
+        );
+        assert_eq!(without_colour_codes(&painted), "+ kind: X and b");
+        assert_eq!(without_colour_codes("a \x1b[ b"), "a \x1b[ b");
+        assert_eq!(without_colour_codes("plain"), "plain");
     }
 }

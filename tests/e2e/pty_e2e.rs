@@ -536,6 +536,26 @@ fn colour_follows_the_terminal_and_no_color() {
         );
     }
 
+    // stdout piped (`... | less`) while stderr is the terminal: the data written to the pipe
+    // has no colour codes.
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let stdout_file = scratch.path().join("stdout");
+    let mut command = c.command("sh");
+    command
+        .stdin(Stdio::inherit())
+        .args(["-c", "exec \"$0\" up --dry-run=client >\"$1\"", BINARY])
+        .arg(&stdout_file)
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color");
+    let (code, transcript) = Terminal::spawn(command).finish();
+    assert_eq!(code, 0, "{transcript}");
+    let data = std::fs::read_to_string(&stdout_file).expect("the piped stdout");
+    assert!(data.contains("+ "), "the diff went to stdout: {data}");
+    assert!(
+        !data.contains(COLOUR),
+        "no colour codes in a pipe: {data:?}"
+    );
+
     // Piped, as in CI or `| less`: neither output carries colour codes.
     let piped = c
         .command(BINARY)
