@@ -493,7 +493,7 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
         }
     }
     out.push_str(&format!(
-        "host endpoints:      {} predicted, {} present{}\n",
+        "host endpoints:      {} predicted once autoCreate is Enabled, {} present{}\n",
         heps.predicted.len(),
         heps.present.len(),
         if waiting.is_empty() {

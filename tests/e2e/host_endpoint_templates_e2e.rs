@@ -101,7 +101,7 @@ fn apply_and_compare(c: &ClusterGuard, flags: &[&str]) -> Vec<Value> {
     }
     let plan = ok(calico_harden(c, &["plan"]));
     let line = format!(
-        "host endpoints:      {0} predicted, {0} present\n",
+        "host endpoints:      {0} predicted once autoCreate is Enabled, {0} present\n",
         prediction.len()
     );
     assert!(plan.stdout.contains(&line), "{}", plan.stdout);
