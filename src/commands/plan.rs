@@ -9,6 +9,7 @@ use crate::cluster::inventory::{self, LiveState, Observe};
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::facts::{self, ClusterFacts};
+use crate::journal::upgrade::{self, CalicoUpgrade, StageNow};
 use crate::plan::{ObjectState, object_state};
 use crate::stages::{self, StageId, StageOptions, StageRender, canary};
 use crate::ui::printer::Tone;
@@ -94,6 +95,8 @@ pub struct PlanReport {
     pub stages: Vec<StageStatus>,
     pub next_step: String,
     pub host_endpoints: HostEndpointPlan,
+    /// Calico releases since the history applied stages, and the stages to re-run.
+    pub calico_upgrades: Vec<CalicoUpgrade>,
 }
 
 /// The host endpoints calico-kube-controllers keeps once autoCreate is Enabled, predicted from
@@ -399,12 +402,19 @@ pub async fn run(ctx: &Context) -> Result<ExitStatus> {
         ..StageOptions::with_defaults()
     };
     let stages = statuses(&facts, &live, &options);
+    // The history only adds the upgrade report; without it, plan still shows every stage.
+    let history = ctx.store(&cluster).list().await.unwrap_or_else(|err| {
+        tracing::warn!("cannot read the change history ({err}); Calico upgrades are not shown");
+        Vec::new()
+    });
+    let calico_upgrades = upgrades_since_history(&history, &facts, &options, &stages);
     let report = PlanReport {
         context: cluster.context_name.clone(),
         next_step: next_step(&stages),
         facts,
         stages,
         host_endpoints: host_endpoint_plan(&live),
+        calico_upgrades,
     };
     if ctx.printer.output.is_some() {
         ctx.printer.structured(&report);
@@ -412,6 +422,32 @@ pub async fn run(ctx: &Context) -> Result<ExitStatus> {
         ctx.printer.data(&render_table(ctx, &report));
     }
     Ok(ExitStatus::Success)
+}
+
+/// The policy stages' renderings and states, against the Calico release each was applied under.
+fn upgrades_since_history(
+    history: &[crate::journal::Revision],
+    facts: &ClusterFacts,
+    options: &StageOptions,
+    statuses: &[StageStatus],
+) -> Vec<CalicoUpgrade> {
+    let rendered: Vec<(StageId, Vec<stages::DesiredObject>)> = StageId::policy_stages()
+        .map(|stage| match stages::render(stage, facts, options) {
+            StageRender::Objects(objects) => (stage, objects),
+            StageRender::NotApplicable(_) => (stage, Vec::new()),
+        })
+        .collect();
+    let now: Vec<StageNow> = rendered
+        .iter()
+        .map(|(stage, objects)| StageNow {
+            stage: *stage,
+            drifted: statuses
+                .iter()
+                .any(|s| s.stage == *stage && s.state == StageState::Drifted),
+            rendered: objects,
+        })
+        .collect();
+    upgrade::upgrades(history, facts.calico_version().map(|(v, _)| v), &now)
 }
 
 fn render_table(ctx: &Context, report: &PlanReport) -> String {
@@ -536,6 +572,24 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
             p.paint(tone, &state),
             status.detail
         ));
+    }
+    for upgrade in &report.calico_upgrades {
+        out.push_str(&format!(
+            "\n{}\n",
+            p.paint(Tone::Warn, &format!("{}:", upgrade.headline()))
+        ));
+        for stage in &upgrade.stages {
+            let why = match (stage.drifted, stage.rendering_changed) {
+                (true, true) => "drifted, and renders differently now",
+                (true, false) => "drifted",
+                _ => "renders differently now",
+            };
+            out.push_str(&format!(
+                "  {:<width$}{why}; re-run: {}\n",
+                stage.stage.name(),
+                stage.rerun
+            ));
+        }
     }
     out.push_str(&format!("\nnext step: {}\n", report.next_step));
     out

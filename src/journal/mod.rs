@@ -6,6 +6,7 @@
 //! changes. [`store`] reads and writes revisions as ConfigMaps.
 
 pub mod store;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,10 @@ pub struct Revision {
     pub command: String,
     pub tool_version: String,
     pub user: String,
+    /// The Calico release the cluster reported when this revision was written; absent from
+    /// revisions written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calico_version: Option<String>,
     pub state: RevisionState,
     pub objects: Vec<TouchedObject>,
     /// For a rollback: the revisions it undid.
@@ -305,6 +310,7 @@ mod tests {
             command: String::new(),
             tool_version: String::new(),
             user: String::new(),
+            calico_version: None,
             state,
             objects,
             undoes: vec![],

@@ -123,6 +123,45 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// The Calico release as `plan` reads it first: ClusterInformation, else the operator's
+    /// Installation. None when neither is readable; the revision is written all the same.
+    async fn calico_version(&self) -> Option<String> {
+        let sources = [
+            (
+                "/apis/projectcalico.org/v3/clusterinformations/default",
+                "clusterinformations.projectcalico.org",
+                "/spec/calicoVersion",
+            ),
+            (
+                "/apis/operator.tigera.io/v1/installations/default",
+                "installations.operator.tigera.io",
+                "/status/calicoVersion",
+            ),
+        ];
+        for (path, resource, field) in sources {
+            let t = Target {
+                verb: "get",
+                resource: resource.into(),
+                namespace: None,
+                name: Some("default".into()),
+            };
+            match self.cluster.api.get(path, &t).await {
+                Ok(Some(object)) => {
+                    if let Some(version) = object
+                        .pointer(field)
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.is_empty())
+                    {
+                        return Some(version.to_string());
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => tracing::debug!("cannot get {resource}/default ({err})"),
+            }
+        }
+        None
+    }
+
     fn configmap(&self, revision: &Revision) -> Value {
         json!({
             "apiVersion": "v1",
@@ -156,6 +195,7 @@ impl<'a> Store<'a> {
             command: command.to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             user: self.whoami().await,
+            calico_version: self.calico_version().await,
             state: RevisionState::Pending,
             objects: changes.iter().map(TouchedObject::planned).collect(),
             undoes,
