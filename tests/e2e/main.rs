@@ -17,3 +17,4 @@ mod reliability_e2e;
 mod selector_differential;
 mod stages_e2e;
 mod tutorial_render;
+mod upgrade_drift_e2e;
