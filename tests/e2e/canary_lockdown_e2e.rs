@@ -7,12 +7,12 @@
 //! verdicts and `check`'s critical flows.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::dataplane_e2e::{dataplane_available, probe_side};
 use crate::harness::{self, ClusterGuard, Seed};
 use crate::stages_e2e::{Run, calico_harden, with_kubeconfig};
 
@@ -271,55 +271,10 @@ fn canary_lockdown_rejects_bad_selectors_before_any_request() {
 
 // The dataplane lab: real packets through one Felix per node.
 
-const REQUIRED_VAR: &str = "CALICO_HARDEN_DATAPLANE";
-const DATAPLANE_TOOLS: &[&str] = &["ip", "iptables", "ipset", "conntrack", "sysctl"];
 /// A port no stage allows: only the safety net lets it through.
 const CLOSED_PORT: &str = "tcp/9999";
 /// How long Felix gets to enforce a step before a disagreement counts.
 const CONVERGENCE: Duration = Duration::from_secs(15);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn on_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|dir: PathBuf| dir.join(tool).is_file())
-}
-
-/// False (after saying why) when the dataplane lab cannot run here and nobody asked for it;
-/// panics when CALICO_HARDEN_DATAPLANE=required.
-fn dataplane_available(test: &str) -> bool {
-    let mut missing: Vec<&str> = DATAPLANE_TOOLS
-        .iter()
-        .copied()
-        .filter(|t| !on_path(t))
-        .collect();
-    if !is_root() {
-        missing.insert(0, "root");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "the dataplane lab needs {} (apt-get install iptables ipset conntrack iproute2 procps; run as root)",
-        missing.join(", ")
-    );
-    if std::env::var(REQUIRED_VAR).as_deref() == Ok("required") {
-        panic!("{test}: {message}; {REQUIRED_VAR}=required");
-    }
-    eprintln!("{test}: NOT RUN: {message}. Set {REQUIRED_VAR}=required to make this a failure.");
-    false
-}
 
 /// One NEW connection through the lab: allowed or denied.
 fn packet(c: &ClusterGuard, from: &str, to: &str, port: &str) -> bool {
@@ -347,17 +302,6 @@ fn packet(c: &ClusterGuard, from: &str, to: &str, port: &str) -> bool {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
-    }
-}
-
-/// A side of a flow as `controlplane probe` names it.
-fn probe_side(name: &str) -> String {
-    if name.contains('/') {
-        format!("pod/{name}")
-    } else if name.parse::<std::net::IpAddr>().is_ok() {
-        name.to_string()
-    } else {
-        format!("node/{name}")
     }
 }
 

@@ -76,7 +76,7 @@ fn dataplane_missing() -> Vec<String> {
 
 /// False (after saying why) when the lab cannot run here and nobody asked for
 /// it; panics when CALICO_HARDEN_DATAPLANE=required.
-fn dataplane_available(test: &str) -> bool {
+pub fn dataplane_available(test: &str) -> bool {
     let missing = dataplane_missing();
     if missing.is_empty() {
         return true;
@@ -109,7 +109,7 @@ impl Flow {
 }
 
 /// A side of a flow as `controlplane probe` names it.
-fn probe_side(name: &str) -> String {
+pub fn probe_side(name: &str) -> String {
     if name.contains('/') {
         format!("pod/{name}")
     } else if name.parse::<IpAddr>().is_ok() {
