@@ -490,19 +490,15 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
             .map_or(GOLDMANE_PORT, |p| container_port(p, GOLDMANE_PORT)),
         whisker_pods: pods_with_app(pods, "whisker").filter_map(pod_key).collect(),
     };
+    let version_at = |object: Option<&Value>, pointer: &str| {
+        object
+            .and_then(|o| str_at(o, pointer))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
     let versions = CalicoVersions {
-        cluster_information: inv
-            .cluster_information
-            .as_ref()
-            .and_then(|c| str_at(c, "/spec/calicoVersion"))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
-        operator: inv
-            .installation
-            .as_ref()
-            .and_then(|i| str_at(i, "/status/calicoVersion"))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string),
+        cluster_information: version_at(inv.cluster_information.as_ref(), "/spec/calicoVersion"),
+        operator: version_at(inv.installation.as_ref(), "/status/calicoVersion"),
     };
 
     ClusterFacts {

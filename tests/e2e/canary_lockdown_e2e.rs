@@ -7,12 +7,11 @@
 //! verdicts and `check`'s critical flows.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::dataplane_e2e::{dataplane_available, probe_side};
+use crate::dataplane_e2e::{dataplane_available, probe, probe_side};
 use crate::harness::{self, ClusterGuard, Seed};
 use crate::stages_e2e::{Run, calico_harden, with_kubeconfig};
 
@@ -278,31 +277,7 @@ const CONVERGENCE: Duration = Duration::from_secs(15);
 
 /// One NEW connection through the lab: allowed or denied.
 fn packet(c: &ClusterGuard, from: &str, to: &str, port: &str) -> bool {
-    let out = Command::new(harness::bin_dir().join("controlplane"))
-        .args(["probe", "--dir"])
-        .arg(c.dir())
-        .args([
-            "--from",
-            from,
-            "--to",
-            to,
-            "--port",
-            port,
-            "--timeout",
-            "1s",
-        ])
-        .output()
-        .expect("running controlplane probe");
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "probe {from} -> {to} {port} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    probe(c, from, to, port, "1s").0
 }
 
 /// `explain`'s verdict for one flow.

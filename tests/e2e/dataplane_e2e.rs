@@ -147,7 +147,13 @@ fn check_flows(c: &ClusterGuard) -> Vec<Flow> {
 }
 
 /// One probe: the packet's verdict and how long it took.
-fn probe(c: &ClusterGuard, from: &str, to: &str, port: &str, timeout: &str) -> (bool, Duration) {
+pub fn probe(
+    c: &ClusterGuard,
+    from: &str,
+    to: &str,
+    port: &str,
+    timeout: &str,
+) -> (bool, Duration) {
     let start = Instant::now();
     let out = Command::new(harness::bin_dir().join("controlplane"))
         .args(["probe", "--dir"])
