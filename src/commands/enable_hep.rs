@@ -10,7 +10,7 @@ use crate::calico::host_endpoints::{
 };
 use crate::calico::policy::CalicoKind;
 use crate::cli::{DryRun, EnableHepArgs, GlobalArgs, PrintShell};
-use crate::cluster::inventory;
+use crate::cluster::inventory::{self, Observe};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts;
@@ -18,6 +18,7 @@ use crate::plan::patch_change;
 use crate::stages::StageId;
 use crate::ui::printer::Tone;
 
+use super::observe::Observed;
 use super::{Context, apply_changes, parse_duration, report_applied, show_changes};
 
 /// What enable-hep writes into `spec.controllers.node.hostEndpoint`, checked before anything is
@@ -256,9 +257,11 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
     let timeout = parse_duration(&args.timeout, "--timeout")?;
     let settings = settings(args)?;
     let value = settings.auto_create;
-    let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed {
+        cluster,
+        facts,
+        live,
+    } = ctx.observe(&Observe::everything()).await?;
     let Some(kcc) = live.inventory.kube_controllers_configuration.as_ref() else {
         return Err(Error::refused(
             "KubeControllersConfiguration `default` does not exist, so host endpoints cannot be turned on",

@@ -14,17 +14,18 @@ use std::time::Duration;
 use crate::calico::policy::CalicoKind;
 use crate::cli::{DryRun, LockdownArgs, LockdownCommandArgs};
 use crate::cluster::Cluster;
-use crate::cluster::inventory::{self, LiveState};
+use crate::cluster::inventory::{LiveState, Observe};
 use crate::engine::{self, FlowReport, build};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::facts::{self, ClusterFacts};
+use crate::facts::ClusterFacts;
 use crate::journal::{self, RevisionState};
 use crate::plan::{Change, change_for, delete_change};
 use crate::stages::canary::{self, NodeSelector};
 use crate::stages::{self, DesiredObject, StageId, StageOptions, StageRender};
 use crate::ui::printer::Tone;
 
+use super::observe::Observed;
 use super::preflight::run_checks;
 use super::{Context, apply_changes, parse_duration, report_applied, show_changes};
 
@@ -72,9 +73,11 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
             "-n/--namespace does not apply to lockdown: the safety net is cluster-wide",
         ));
     }
-    let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed {
+        cluster,
+        facts,
+        live,
+    } = ctx.observe(&Observe::everything()).await?;
     let stage_options = StageOptions::with_defaults();
     let scope = match &options.nodes {
         Some(nodes) => canary_scope(ctx, nodes, &live)?,
@@ -395,7 +398,9 @@ async fn restore(ctx: &Context, cluster: &Cluster, revision: u64, reason: &str) 
             None,
         ));
     };
-    let live = inventory::fetch(cluster).await?;
+    let live = Observed::read(cluster.clone(), &Observe::everything())
+        .await?
+        .live;
     let mut current = BTreeMap::new();
     for object in &lockdown.objects {
         current.insert(

@@ -7,6 +7,7 @@ mod enable_hep;
 mod explain;
 mod history;
 mod lockdown;
+mod observe;
 mod plan;
 mod preflight;
 mod rbac;

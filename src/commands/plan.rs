@@ -5,16 +5,17 @@ use serde::Serialize;
 use crate::calico::host_endpoints::{self, KccHostEndpointConfig, NodeFacts};
 use crate::calico::policy::CalicoKind;
 use crate::calico::selector;
-use crate::cluster::inventory::{self, LiveState, Observe};
+use crate::cluster::inventory::{LiveState, Observe};
 use crate::error::Result;
 use crate::exit::ExitStatus;
-use crate::facts::{self, ClusterFacts};
+use crate::facts::ClusterFacts;
 use crate::journal::upgrade::{self, CalicoUpgrade, StageNow};
 use crate::plan::{ObjectState, object_state};
 use crate::stages::{self, StageId, StageOptions, StageRender, canary};
 use crate::ui::printer::Tone;
 
 use super::Context;
+use super::observe::Observed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -393,10 +394,12 @@ pub fn next_step(list: &[StageStatus]) -> String {
 }
 
 pub async fn run(ctx: &Context) -> Result<ExitStatus> {
-    let cluster = ctx.connect().await?;
     // Stage states and facts; no flow check, so no application pods.
-    let live = inventory::fetch_observed(&cluster, &Observe::facts()).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed {
+        cluster,
+        facts,
+        live,
+    } = ctx.observe(&Observe::facts()).await?;
     let options = StageOptions {
         namespace_override: ctx.namespace.clone(),
         ..StageOptions::with_defaults()

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::cli::{DryRun, RollbackArgs};
-use crate::cluster::inventory;
+use crate::cluster::inventory::Observe;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::journal::{self, RevisionState, RollbackTarget};
@@ -13,6 +13,7 @@ use crate::plan::presentable;
 use crate::stages::object_display_name;
 use crate::ui::printer::Tone;
 
+use super::observe::Observed;
 use super::{Context, apply_changes, report_applied, show_changes};
 
 pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
@@ -42,7 +43,10 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
         ctx.printer.say("nothing to roll back");
         return Ok(ExitStatus::Success);
     }
-    let live = inventory::fetch(&cluster).await?;
+    // Only the recorded Calico objects matter here, not the workloads.
+    let live = Observed::read(cluster.clone(), &Observe::facts())
+        .await?
+        .live;
     let mut current = BTreeMap::new();
     for object in to_undo.iter().flat_map(|r| r.objects.iter()) {
         current.entry(object.key()).or_insert_with(|| {

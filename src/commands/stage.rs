@@ -16,12 +16,13 @@ use crate::engine::model::Network;
 use crate::engine::policy::{CompiledPolicy, PolicyKind, compile_object};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::facts::{self, ClusterFacts};
+use crate::facts::ClusterFacts;
 use crate::live::label_selectors_for;
 use crate::plan::{Change, change_for};
 use crate::stages::{self, StageId, StageOptions, StageRender};
 use crate::ui::printer::Tone;
 
+use super::observe::Observed;
 use super::{Context, apply_changes, confirm_changes, report_applied, show_changes};
 
 /// Stage-specific flags, validated.
@@ -216,9 +217,11 @@ fn check_namespace_flag(ctx: &Context, stage: StageId) -> Result<()> {
 pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitStatus> {
     check_namespace_flag(ctx, stage)?;
     let options = args.options(ctx);
-    let cluster = ctx.connect().await?;
-    let mut live = inventory::fetch_observed(&cluster, &Observe::facts()).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed {
+        cluster,
+        facts,
+        mut live,
+    } = ctx.observe(&Observe::facts()).await?;
     let changes = match plan_stage(stage, &facts, &live, &options) {
         StagePlan::NotApplicable(reason) => {
             ctx.printer
@@ -274,7 +277,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::facts::is_system_pod;
+    use crate::facts::{self, is_system_pod};
 
     fn node(name: &str, ip: &str, control: bool) -> Value {
         let mut labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/hostname": name});

@@ -2,14 +2,14 @@
 //! only when asked (--lockdown or --through lockdown), after enabling host endpoints.
 
 use crate::cli::{DryRun, EnableHepArgs, UpArgs};
-use crate::cluster::inventory::{self, Observe};
+use crate::cluster::inventory::Observe;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::facts;
 use crate::plan::Change;
 use crate::stages::StageId;
 use crate::ui::printer::Tone;
 
+use super::observe::Observed;
 use super::stage::{StagePlan, plan_stage};
 use super::{Context, apply_changes, enable_hep, lockdown, report_applied, show_changes};
 
@@ -32,11 +32,13 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     let wants_lockdown = args.lockdown || through == StageId::Lockdown;
     let wants_hep = wants_lockdown || through == StageId::EnableHep;
 
-    let cluster = ctx.connect().await?;
     // The allow stages' changes come from the facts and the live policies; enable-hep and
     // lockdown read what they need themselves.
-    let live = inventory::fetch_observed(&cluster, &Observe::facts()).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed {
+        cluster,
+        facts,
+        live,
+    } = ctx.observe(&Observe::facts()).await?;
 
     // Every confirmation comes before the first write; the writes form one revision.
     let mut accepted: Vec<Change> = Vec::new();
