@@ -286,7 +286,7 @@ type runningDataplane struct {
 // per node and waits until every Felix reports ready (its dataplane is in
 // sync with the datastore).
 func startDataplane(ctx context.Context, dir string, seed *seedState, felixBin string, p *pki, apiPort int,
-	supervise func(*supervised)) (*runningDataplane, error) {
+	supervise func(*supervised), felixExtraEnv ...string) (*runningDataplane, error) {
 	if seed.Name != "lab" {
 		return nil, fmt.Errorf("the dataplane lab runs the lab seed only (asked for %s)", seed.Name)
 	}
@@ -328,7 +328,7 @@ func startDataplane(ctx context.Context, dir string, seed *seedState, felixBin s
 	}
 	for _, n := range lab.Nodes {
 		s := newSupervised(dir, "felix-"+n.Name, "ip", []string{"netns", "exec", n.Netns, felixBin}, nil)
-		s.start(felixEnv(n.Name, kubeconfig))
+		s.start(append(felixEnv(n.Name, kubeconfig), felixExtraEnv...))
 		supervise(s)
 	}
 	if err := lab.waitFelixReady(ctx, 90*time.Second); err != nil {

@@ -60,6 +60,8 @@ func (cp *controlPlane) resetTo(ctx context.Context, seedName string) error {
 	if err != nil {
 		return err
 	}
+	// Records the running lab adds to its seed (the flow-log path's pod).
+	seed.Pods = append(seed.Pods, cp.extraPods...)
 	if seed.Native != cp.native {
 		return fmt.Errorf("seed %s needs a control plane started with --seed %s (projectcalico.org/v3 is served %s here)",
 			seedName, map[bool]string{true: "native", false: "lab"}[seed.Native], cp.apiMode())

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -138,9 +139,12 @@ func cmdRun(args []string) error {
 	ownerPID := fs.Int("owner-pid", 0, "exit when this process is gone")
 	crdDir := fs.String("calico-crd-dir", "", "directory with Calico's CRD manifests (required)")
 	var bins calicoBinaries
+	var flowLogBins flowLogBinaries
 	fs.StringVar(&bins.APIServer, "calico-apiserver", "", "calico-apiserver binary (required unless --seed native)")
 	fs.StringVar(&bins.KubeControllers, "calico-kube-controllers", "", "calico-kube-controllers binary (required unless --seed native)")
 	fs.StringVar(&bins.Felix, "calico-felix", "", "calico-felix binary: run the dataplane lab (seed lab, root; see dataplane.go)")
+	fs.StringVar(&flowLogBins.Goldmane, "calico-goldmane", "", "Goldmane binary: flow logs in the dataplane lab (with --calico-flows-api; see goldmane.go)")
+	fs.StringVar(&flowLogBins.FlowsAPI, "calico-flows-api", "", "flows-api binary (tests/calico/cmd/flows-api)")
 	_ = fs.Parse(args)
 	if *dir == "" || *crdDir == "" {
 		return errors.New("--dir and --calico-crd-dir are required")
@@ -181,7 +185,10 @@ func cmdRun(args []string) error {
 		go watchOwner(ctx, *ownerPID, cancel)
 	}
 
-	err = runControlPlane(ctx, cancel, absDir, *seedName, *crdDir, bins, *ownerPID, start)
+	if flowLogBins.enabled() && bins.Felix == "" {
+		return errors.New("--calico-goldmane needs the dataplane lab (--calico-felix)")
+	}
+	err = runControlPlane(ctx, cancel, absDir, *seedName, *crdDir, bins, flowLogBins, *ownerPID, start)
 	_ = os.Remove(filepath.Join(absDir, "ready"))
 	_ = os.Remove(filepath.Join(absDir, "pid"))
 	_ = os.Remove(filepath.Join(absDir, "control.sock"))
@@ -223,9 +230,12 @@ type controlPlane struct {
 	// kubeControllersEnv holds the overrides set through the control socket
 	// (NAME=value), cleared by reset.
 	kubeControllersEnv []string
+	// extraPods are pod records every reset keeps besides the seed's.
+	extraPods []*corev1.Pod
 }
 
-func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedName, crdDir string, bins calicoBinaries, ownerPID int, start time.Time) error {
+func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedName, crdDir string, bins calicoBinaries,
+	flowLogBins flowLogBinaries, ownerPID int, start time.Time) error {
 	seed, err := seedByName(seedName)
 	if err != nil {
 		return err
@@ -257,11 +267,26 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 	if err := os.WriteFile(policyPath, []byte(auditPolicy(!seed.Native)), 0o644); err != nil {
 		return err
 	}
+	apiArgs := apiServerArgs(dir, p, etcdURL, port, policyPath)
+	var egress *egressProxy
+	if flowLogBins.enabled() {
+		// Before kube-apiserver starts: its egress selector is read once.
+		var sock string
+		if egress, sock, err = startEgressProxy(dir); err != nil {
+			return err
+		}
+		defer egress.close()
+		config, err := egressSelectorConfig(dir, sock)
+		if err != nil {
+			return err
+		}
+		apiArgs = append(apiArgs, "--egress-selector-config-file="+config)
+	}
 	apiCtx, apiCancel := context.WithCancel(context.Background())
 	defer apiCancel()
 	apiDone := make(chan error, 1)
 	go func() {
-		apiDone <- runAPIServer(apiCtx, apiServerArgs(dir, p, etcdURL, port, policyPath))
+		apiDone <- runAPIServer(apiCtx, apiArgs)
 	}()
 	// Calico's components stop before kube-apiserver, so they exit quietly.
 	componentsDone := make(chan struct{})
@@ -306,7 +331,16 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 		return err
 	}
 	if bins.Felix != "" {
-		dp, err := startDataplane(ctx, dir, seed, bins.Felix, p, port, supervise)
+		var felixFlowLogs []string
+		var goldmaneCerts goldmaneFiles
+		if flowLogBins.enabled() {
+			if goldmaneCerts, err = writeGoldmaneCerts(p); err != nil {
+				stopAll()
+				return fmt.Errorf("goldmane certificates: %w", err)
+			}
+			felixFlowLogs = felixFlowLogEnv(goldmaneCerts)
+		}
+		dp, err := startDataplane(ctx, dir, seed, bins.Felix, p, port, supervise, felixFlowLogs...)
 		if dp != nil {
 			// Deferred: runs after stopAll has stopped Felix.
 			defer dp.teardown()
@@ -314,6 +348,12 @@ func runControlPlane(ctx context.Context, cancel context.CancelFunc, dir, seedNa
 		if err != nil {
 			stopAll()
 			return fmt.Errorf("dataplane lab: %w", err)
+		}
+		if flowLogBins.enabled() {
+			if err := startLabFlowLogs(ctx, cp, dp.lab, egress, flowLogBins, goldmaneCerts, supervise); err != nil {
+				stopAll()
+				return fmt.Errorf("flow logs: %w", err)
+			}
 		}
 	}
 	go cp.emu.run(ctx)

@@ -41,6 +41,11 @@ pub const CALICO_PROGRAMS: &[(&str, &str)] = &[
         "calico-felix",
         "github.com/projectcalico/calico/felix/cmd/calico-felix",
     ),
+    // The dataplane lab's flow logs: Felix sends them to the real Goldmane; `flows-api` answers
+    // whisker-backend's `GET /flows` from it (whisker-backend's own HTTP module is not on the
+    // Go module proxy at this release; see tests/calico/cmd/flows-api).
+    ("calico-goldmane", "github.com/projectcalico/calico/goldmane/cmd"),
+    ("calico-flows-api", "./cmd/flows-api"),
 ];
 /// Where Calico keeps its CRD manifests inside that module.
 pub const CALICO_CRD_SUBDIR: &str = "libcalico-go/config/crd";
@@ -422,7 +427,12 @@ pub fn spawn_lab(
         .arg(layout.calico_bin("calico-kube-controllers"));
     if dataplane {
         cmd.arg("--calico-felix")
-            .arg(layout.calico_bin("calico-felix"));
+            .arg(layout.calico_bin("calico-felix"))
+            // Felix's flow logs go to the real Goldmane, read through the API server.
+            .arg("--calico-goldmane")
+            .arg(layout.calico_bin("calico-goldmane"))
+            .arg("--calico-flows-api")
+            .arg(layout.calico_bin("calico-flows-api"));
     }
     if let Some(pid) = owner_pid {
         cmd.arg("--owner-pid").arg(pid.to_string());

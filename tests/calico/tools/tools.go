@@ -7,5 +7,6 @@ package tools
 import (
 	_ "github.com/projectcalico/calico/apiserver/cmd/apiserver"
 	_ "github.com/projectcalico/calico/felix/cmd/calico-felix"
+	_ "github.com/projectcalico/calico/goldmane/cmd"
 	_ "github.com/projectcalico/calico/kube-controllers/cmd/kube-controllers"
 )
