@@ -85,7 +85,56 @@ func seedByName(name string) (*seedState, error) {
 	case "empty":
 		return &seedState{Name: "empty", Calico: builtinTiers()}, nil
 	}
-	return nil, fmt.Errorf("unknown seed %q (want lab, native or empty)", name)
+	if release, ok := releaseFamilies[name]; ok {
+		return familySeed(name, release), nil
+	}
+	return nil, fmt.Errorf("unknown seed %q (want lab, native, empty or a release family: calico-3.28, calico-3.30, calico-3.31, calico-3.32-native)", name)
+}
+
+// calicoRelease is how a Calico release family lays out what the plugin reads,
+// as a scenario on the lab: the processes behind projectcalico.org stay the
+// real v3.31.0 calico-apiserver and kube-controllers (or the emulated native
+// mode); only the recorded version, the pods and the tiers differ.
+type calicoRelease struct {
+	version string
+	// apiserverNamespace: where the operator runs calico-apiserver; "" when
+	// projectcalico.org/v3 is served as CRDs (no calico-apiserver at all).
+	apiserverNamespace string
+	// flowLogs: Goldmane and Whisker run (operator installs from 3.30).
+	flowLogs bool
+	// webhooks: calico-webhooks pods serve the admission webhooks (3.32 native).
+	webhooks bool
+	// tiers the release creates (native mode only: in the aggregated mode the
+	// real calico-apiserver creates its own).
+	tiers []tierSpec
+}
+
+type tierSpec struct {
+	name          string
+	order         float64
+	defaultAction string
+}
+
+// releaseFamilies: one seed per family. 3.28 has no flow logs and no
+// ClusterNetworkPolicy tiers; 3.30 adds Goldmane and Whisker; 3.31 moves
+// calico-apiserver to calico-system; 3.32 can serve v3 as CRDs, with
+// admission webhooks and the kube-admin / kube-baseline tiers.
+var releaseFamilies = map[string]calicoRelease{
+	"calico-3.28": {version: "v3.28.2", apiserverNamespace: "calico-apiserver"},
+	"calico-3.30": {version: "v3.30.3", apiserverNamespace: "calico-apiserver", flowLogs: true},
+	"calico-3.31": {version: calicoVersionV, apiserverNamespace: "calico-system", flowLogs: true},
+	"calico-3.32-native": {version: "v3.32.0", flowLogs: true, webhooks: true, tiers: []tierSpec{
+		{"kube-admin", 1_000, "Pass"}, {"default", 1_000_000, "Deny"}, {"kube-baseline", 10_000_000, "Pass"},
+	}},
+}
+
+// labRelease is the lab: v3.31.0 with calico-apiserver where it ran up to 3.30.
+var labRelease = calicoRelease{version: calicoVersionV, apiserverNamespace: calicoAPIServerNamespace}
+
+func familySeed(name string, r calicoRelease) *seedState {
+	s := releaseSeed(r)
+	s.Name = name
+	return s
 }
 
 func makeNode(n nodeSpec) *corev1.Node {
@@ -201,6 +250,18 @@ func hash(s string) uint64 {
 }
 
 func labSeed(withCalicoAPIServer bool) *seedState {
+	if !withCalicoAPIServer {
+		s := releaseSeed(calicoRelease{version: calicoVersionV})
+		s.Name = "native"
+		return s
+	}
+	s := releaseSeed(labRelease)
+	s.Name = "lab"
+	return s
+}
+
+func releaseSeed(r calicoRelease) *seedState {
+	withCalicoAPIServer := r.apiserverNamespace != ""
 	s := &seedState{Name: "lab", KubeControllers: true}
 	if !withCalicoAPIServer {
 		s.Name, s.Native, s.KubeControllers = "native", true, false
@@ -211,6 +272,18 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 		"calico-system":    {"calico-node", "calico-typha", "calico-kube-controllers"},
 		"calico-apiserver": {"calico-apiserver"},
 		"tigera-operator":  {"tigera-operator"},
+	}
+	if r.apiserverNamespace == "calico-system" {
+		// 3.31 operator installs: the calico-apiserver namespace is gone (the
+		// lab keeps it only for the aggregation layer's Service calico-api).
+		s.Namespaces = []string{"calico-system", "tigera-operator", "app-frontend", "app-backend"}
+		s.ServiceAccounts["calico-system"] = append(s.ServiceAccounts["calico-system"], "calico-apiserver")
+	}
+	if r.flowLogs {
+		s.ServiceAccounts["calico-system"] = append(s.ServiceAccounts["calico-system"], "goldmane", "whisker")
+	}
+	if r.webhooks {
+		s.ServiceAccounts["calico-system"] = append(s.ServiceAccounts["calico-system"], "calico-webhooks")
 	}
 	for _, n := range labNodes {
 		s.Nodes = append(s.Nodes, makeNode(n))
@@ -231,10 +304,10 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 			ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}, tcp("dns-tcp", 53), tcp("metrics", 9153)}},
 		{ns: "calico-system", name: "calico-typha-6b9f8d7c5d-h2x9w", node: "node1", hostNetwork: true, sa: "calico-typha",
 			labels: l("k8s-app", "calico-typha", "app.kubernetes.io/name", "calico-typha", "pod-template-hash", "6b9f8d7c5d"),
-			image:  "quay.io/calico/typha:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("calico-typha", 5473)}},
+			image:  "quay.io/calico/typha:" + r.version, ports: []corev1.ContainerPort{tcp("calico-typha", 5473)}},
 		{ns: "calico-system", name: "calico-kube-controllers-5c8d7b9f6-qw8rt", node: "control", ip: "192.168.0.3", sa: "calico-kube-controllers",
 			labels: l("k8s-app", "calico-kube-controllers", "app.kubernetes.io/name", "calico-kube-controllers", "pod-template-hash", "5c8d7b9f6"),
-			image:  "quay.io/calico/kube-controllers:" + calicoVersionV},
+			image:  "quay.io/calico/kube-controllers:" + r.version},
 		{ns: "tigera-operator", name: "tigera-operator-7d9f6c8b5-m4kzp", node: "control", hostNetwork: true, sa: "tigera-operator",
 			labels: l("k8s-app", "tigera-operator", "name", "tigera-operator", "pod-template-hash", "7d9f6c8b5"),
 			image:  "quay.io/tigera/operator:v1.40.0"},
@@ -251,16 +324,17 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 		pods = append(pods, podSpec{ns: "calico-system", name: "calico-node-" + []string{"7xq2d", "kz9fw", "tb4lh"}[i], node: n,
 			hostNetwork: true, sa: "calico-node", privileged: true,
 			labels: l("k8s-app", "calico-node", "app.kubernetes.io/name", "calico-node", "controller-revision-hash", "6f94c8d7b9", "pod-template-generation", "1"),
-			image:  "quay.io/calico/node:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("felix-health", 9099)}})
+			image:  "quay.io/calico/node:" + r.version, ports: []corev1.ContainerPort{tcp("felix-health", 9099)}})
 	}
 	if withCalicoAPIServer {
 		for i, n := range []string{"node1", "node2"} {
-			pods = append(pods, podSpec{ns: "calico-apiserver", name: "calico-apiserver-84d5b8c6f9-" + []string{"gq7vn", "w2rkd"}[i], node: n,
+			pods = append(pods, podSpec{ns: r.apiserverNamespace, name: "calico-apiserver-84d5b8c6f9-" + []string{"gq7vn", "w2rkd"}[i], node: n,
 				ip: []string{"192.168.1.3", "192.168.2.2"}[i], sa: "calico-apiserver",
 				labels: l("k8s-app", "calico-apiserver", "apiserver", "true", "app.kubernetes.io/name", "calico-apiserver", "pod-template-hash", "84d5b8c6f9"),
-				image:  "quay.io/calico/apiserver:" + calicoVersionV, ports: []corev1.ContainerPort{tcp("apiserver", 5443)}})
+				image:  "quay.io/calico/apiserver:" + r.version, ports: []corev1.ContainerPort{tcp("apiserver", 5443)}})
 		}
 	}
+	pods = append(pods, releaseComponentPods(r)...)
 	for _, p := range pods {
 		s.Pods = append(s.Pods, makePod(p))
 	}
@@ -282,7 +356,7 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 		}}),
 	}
 	s.ClusterInformation = map[string]any{
-		"calicoVersion":  calicoVersionV,
+		"calicoVersion":  r.version,
 		"clusterGUID":    "9d3c1f6e0b2a4c8d9e7f1a2b3c4d5e6f",
 		"clusterType":    "typha,kdd,k8s,operator,bgp",
 		"datastoreReady": true,
@@ -290,10 +364,38 @@ func labSeed(withCalicoAPIServer bool) *seedState {
 	}
 	if s.Native {
 		s.Calico = append(s.Calico, calicoObj("ClusterInformation", "default", map[string]any{"spec": s.ClusterInformation}))
+		for _, t := range r.tiers {
+			s.Calico = append(s.Calico, calicoObj("Tier", t.name, map[string]any{"spec": map[string]any{
+				"order": t.order, "defaultAction": t.defaultAction,
+			}}))
+		}
 	} else {
 		s.Calico = append(s.Calico, builtinTiers()...)
 	}
 	return s
+}
+
+// releaseComponentPods: the pods a release adds to the lab's, placed as its
+// operator places them (calico-system; Goldmane's gRPC on 7443, the webhooks'
+// HTTPS on 6443 behind Service calico-webhooks).
+func releaseComponentPods(r calicoRelease) []podSpec {
+	l := func(app string) map[string]string {
+		return map[string]string{"k8s-app": app, "app.kubernetes.io/name": app, "pod-template-hash": "7d4c9b8f6"}
+	}
+	var pods []podSpec
+	if r.flowLogs {
+		pods = append(pods,
+			podSpec{ns: "calico-system", name: "goldmane-7d4c9b8f6-r5tq2", node: "node2", ip: "192.168.2.5", sa: "goldmane",
+				labels: l("goldmane"), image: "quay.io/calico/goldmane:" + r.version, ports: []corev1.ContainerPort{tcp("goldmane", 7443)}},
+			podSpec{ns: "calico-system", name: "whisker-7d4c9b8f6-m8vkx", node: "node1", ip: "192.168.1.6", sa: "whisker",
+				labels: l("whisker"), image: "quay.io/calico/whisker:" + r.version, ports: []corev1.ContainerPort{tcp("whisker", 8081)}})
+	}
+	if r.webhooks {
+		pods = append(pods, podSpec{ns: "calico-system", name: "calico-webhooks-7d4c9b8f6-x2wpl", node: "node1", ip: "192.168.1.7",
+			sa: "calico-webhooks", labels: l("calico-webhooks"), image: "quay.io/calico/webhooks:" + r.version,
+			ports: []corev1.ContainerPort{tcp("webhooks", 6443)}})
+	}
+	return pods
 }
 
 // builtinTiers are the tiers Calico creates on start-up (libcalico-go's
