@@ -10,6 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::calico::objects::{
+    AutoCreate, ClusterInformation, FailsafePort, FelixConfiguration, FelixConfigurationSpec,
+    HostEndpoint, KubeControllersConfiguration,
+};
+
 /// How `projectcalico.org/v3` is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -402,11 +407,46 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
         .iter()
         .filter_map(|n| Some((str_at(n, "/metadata/name")?, n)))
         .collect();
+    let (control_plane_nodes, control_plane_source) = control_plane(inv);
+    let pods = &inv.system_pods;
+    let (calico_apiserver_namespace, calico_apiserver_port) = calico_apiserver(inv);
+    let (typha_nodes, typha_port) = typha(pods, &nodes_by_name);
+    let failsafe = failsafe_facts(inv.felix_configuration.as_ref());
+    ClusterFacts {
+        calico_api: inv.calico_api.unwrap_or(CalicoApiMode::NotServed),
+        control_plane_nodes,
+        control_plane_source,
+        apiserver_port: apiserver_endpoint(&inv.apiserver_endpoint_slices).0,
+        calico_apiserver_namespace,
+        calico_apiserver_port,
+        kube_controllers_namespace: kube_controllers_namespace(pods),
+        typha_nodes,
+        typha_port,
+        calico_node_version: pods_with_app(pods, "calico-node").find_map(image_version),
+        kube_controllers_version: pods_with_app(pods, "calico-kube-controllers")
+            .find_map(image_version),
+        versions: calico_versions(inv),
+        dns_label: ("k8s-app".into(), "kube-dns".into()),
+        node_count: inv.nodes.len(),
+        nodes: nodes_by_name.keys().map(|n| n.to_string()).collect(),
+        namespaces: inv
+            .namespaces
+            .iter()
+            .filter_map(|n| str_at(n, "/metadata/name").map(str::to_string))
+            .collect(),
+        host_endpoints: host_endpoint_facts(inv),
+        felix: felix_facts(inv, &failsafe),
+        failsafe,
+        observability: observability(pods),
+        admission_webhooks: admission_webhooks(inv),
+    }
+}
 
-    let (apiserver_port, apiserver_addresses) = apiserver_endpoint(&inv.apiserver_endpoint_slices);
-
-    let mut control_plane_source = String::from("node-role labels");
-    let mut control_plane_nodes: Vec<NodeRef> = inv
+/// The control-plane nodes (sorted) and how they were found: by their role labels, else as the
+/// nodes behind the `kubernetes` EndpointSlice.
+fn control_plane(inv: &Inventory) -> (Vec<NodeRef>, String) {
+    let mut source = String::from("node-role labels");
+    let mut nodes: Vec<NodeRef> = inv
         .nodes
         .iter()
         .filter(|n| {
@@ -416,41 +456,50 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
         })
         .map(node_ref)
         .collect();
-    if control_plane_nodes.is_empty() {
-        control_plane_source = String::from("the nodes behind the `kubernetes` EndpointSlice");
-        control_plane_nodes = inv
+    if nodes.is_empty() {
+        source = String::from("the nodes behind the `kubernetes` EndpointSlice");
+        let (_, apiserver_addresses) = apiserver_endpoint(&inv.apiserver_endpoint_slices);
+        nodes = inv
             .nodes
             .iter()
             .filter(|n| node_internal_ips(n).any(|ip| apiserver_addresses.contains(ip)))
             .map(node_ref)
             .collect();
     }
-    control_plane_nodes.sort();
+    nodes.sort();
+    (nodes, source)
+}
 
-    let pods = &inv.system_pods;
-    let calico_apiserver = pods_with_app(pods, "calico-apiserver").next();
+/// Where calico-apiserver runs and the port it listens on.
+fn calico_apiserver(inv: &Inventory) -> (Option<String>, u16) {
+    let pod = pods_with_app(&inv.system_pods, "calico-apiserver").next();
     // Its pods say where it runs; without them, the APIService that routes to it does. Either way
     // `plan` then agrees with itself: an API served by calico-apiserver has a calico-apiserver.
-    let calico_apiserver_namespace = calico_apiserver
+    let namespace = pod
         .and_then(|p| str_at(p, "/metadata/namespace").map(str::to_string))
         .or_else(|| {
             (inv.calico_api == Some(CalicoApiMode::AggregatedApiserver))
                 .then(|| inv.calico_apiserver_service_namespace.clone())
                 .flatten()
         });
-    let calico_apiserver_port = calico_apiserver.map_or(5443, |p| container_port(p, 5443));
+    (namespace, pod.map_or(5443, |p| container_port(p, 5443)))
+}
 
-    let kube_controllers_namespace = pods_with_app(pods, "calico-kube-controllers")
+fn kube_controllers_namespace(pods: &[Value]) -> String {
+    pods_with_app(pods, "calico-kube-controllers")
         .find_map(|p| str_at(p, "/metadata/namespace"))
         .or_else(|| {
             pods_with_app(pods, "calico-node").find_map(|p| str_at(p, "/metadata/namespace"))
         })
         .unwrap_or("calico-system")
-        .to_string();
+        .to_string()
+}
 
+/// The nodes calico-typha runs on and its port.
+fn typha(pods: &[Value], nodes_by_name: &BTreeMap<&str, &Value>) -> (Vec<NodeRef>, u16) {
     let typha_pods: Vec<&Value> = pods_with_app(pods, "calico-typha").collect();
-    let typha_port = typha_pods.first().map_or(5473, |p| container_port(p, 5473));
-    let typha_nodes: Vec<NodeRef> = typha_pods
+    let port = typha_pods.first().map_or(5473, |p| container_port(p, 5473));
+    let nodes = typha_pods
         .iter()
         .filter_map(|p| str_at(p, "/spec/nodeName"))
         .collect::<BTreeSet<_>>()
@@ -465,16 +514,10 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
             )
         })
         .collect();
+    (nodes, port)
+}
 
-    let namespaces: Vec<String> = inv
-        .namespaces
-        .iter()
-        .filter_map(|n| str_at(n, "/metadata/name").map(str::to_string))
-        .collect();
-
-    let host_endpoints = host_endpoint_facts(inv);
-    let failsafe = failsafe_facts(inv.felix_configuration.as_ref());
-    let felix = felix_facts(inv, &failsafe);
+fn observability(pods: &[Value]) -> ObservabilityFacts {
     let pod_key = |p: &Value| {
         Some(format!(
             "{}/{}",
@@ -483,47 +526,29 @@ pub fn detect(inv: &Inventory) -> ClusterFacts {
         ))
     };
     let goldmane: Vec<&Value> = pods_with_app(pods, "goldmane").collect();
-    let observability = ObservabilityFacts {
+    ObservabilityFacts {
         goldmane_pods: goldmane.iter().filter_map(|p| pod_key(p)).collect(),
         goldmane_port: goldmane
             .first()
             .map_or(GOLDMANE_PORT, |p| container_port(p, GOLDMANE_PORT)),
         whisker_pods: pods_with_app(pods, "whisker").filter_map(pod_key).collect(),
-    };
-    let version_at = |object: Option<&Value>, pointer: &str| {
-        object
-            .and_then(|o| str_at(o, pointer))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    let versions = CalicoVersions {
-        cluster_information: version_at(inv.cluster_information.as_ref(), "/spec/calicoVersion"),
-        operator: version_at(inv.installation.as_ref(), "/status/calicoVersion"),
-    };
+    }
+}
 
-    ClusterFacts {
-        calico_api: inv.calico_api.unwrap_or(CalicoApiMode::NotServed),
-        control_plane_nodes,
-        control_plane_source,
-        apiserver_port,
-        calico_apiserver_namespace,
-        calico_apiserver_port,
-        kube_controllers_namespace,
-        typha_nodes,
-        typha_port,
-        calico_node_version: pods_with_app(pods, "calico-node").find_map(image_version),
-        kube_controllers_version: pods_with_app(pods, "calico-kube-controllers")
-            .find_map(image_version),
-        versions,
-        dns_label: ("k8s-app".into(), "kube-dns".into()),
-        node_count: inv.nodes.len(),
-        nodes: nodes_by_name.keys().map(|n| n.to_string()).collect(),
-        namespaces,
-        host_endpoints,
-        failsafe,
-        felix,
-        observability,
-        admission_webhooks: admission_webhooks(inv),
+fn calico_versions(inv: &Inventory) -> CalicoVersions {
+    let cluster_information = inv
+        .cluster_information
+        .as_ref()
+        .and_then(|o| ClusterInformation::from_value(o).ok())
+        .and_then(|o| o.spec.calico_version);
+    let operator = inv
+        .installation
+        .as_ref()
+        .and_then(|o| str_at(o, "/status/calicoVersion"))
+        .map(str::to_string);
+    CalicoVersions {
+        cluster_information: cluster_information.filter(|v| !v.is_empty()),
+        operator: operator.filter(|v| !v.is_empty()),
     }
 }
 
@@ -571,32 +596,28 @@ fn apiserver_endpoint(slices: &[Value]) -> (u16, BTreeSet<&str>) {
 /// endpoint controller runs at all: both mean Disabled. None when kube-controllers reports
 /// nothing (older releases).
 pub fn running_auto_create(kcc: &Value) -> Option<String> {
-    if let Some(env) = str_at(kcc, "/status/environmentVars/AUTO_HOST_ENDPOINTS") {
-        let on = env.eq_ignore_ascii_case("enabled");
-        return Some(if on { "Enabled" } else { "Disabled" }.to_string());
+    let kcc = KubeControllersConfiguration::from_value(kcc).ok()?;
+    if let Some(env) = kcc.auto_host_endpoints_env() {
+        return Some(AutoCreate::from_env(env).as_str().to_string());
     }
-    if let Some(value) = str_at(
-        kcc,
-        "/status/runningConfig/controllers/node/hostEndpoint/autoCreate",
-    ) {
-        return Some(value.to_string());
-    }
-    kcc.pointer("/status/runningConfig")
-        .map(|_| "Disabled".to_string())
+    let running = kcc.status?.running_config?;
+    let auto_create = running.host_endpoint().and_then(|h| h.auto_create);
+    Some(auto_create.unwrap_or_default().as_str().to_string())
 }
 
 fn host_endpoint_facts(inv: &Inventory) -> HostEndpointFacts {
     let kcc = inv.kube_controllers_configuration.as_ref();
     let auto_create_spec = kcc
-        .and_then(|k| str_at(k, "/spec/controllers/node/hostEndpoint/autoCreate"))
-        .unwrap_or("Disabled")
+        .and_then(|k| KubeControllersConfiguration::from_value(k).ok())
+        .and_then(|k| k.spec.host_endpoint()?.auto_create)
+        .unwrap_or_default()
+        .as_str()
         .to_string();
     let auto_create_running = kcc.and_then(running_auto_create);
     let nodes_with_hep = inv
         .host_endpoints
         .iter()
-        .filter_map(|h| str_at(h, "/spec/node"))
-        .map(str::to_string)
+        .filter_map(|h| HostEndpoint::from_value(h).ok()?.spec.node)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -608,93 +629,70 @@ fn host_endpoint_facts(inv: &Inventory) -> HostEndpointFacts {
     }
 }
 
+/// A FelixConfiguration's spec; one Calico's schema would refuse counts as absent.
+fn felix_spec(felix: Option<&Value>) -> Option<FelixConfigurationSpec> {
+    Some(FelixConfiguration::from_value(felix?).ok()?.spec)
+}
+
 fn failsafe_facts(felix: Option<&Value>) -> FailsafeFacts {
-    overlay_failsafe(FailsafeFacts::felix_defaults(), felix)
+    overlay_failsafe(FailsafeFacts::felix_defaults(), felix_spec(felix).as_ref())
 }
 
 /// `base` with the failsafe fields `felix` sets laid over it.
-fn overlay_failsafe(base: FailsafeFacts, felix: Option<&Value>) -> FailsafeFacts {
+fn overlay_failsafe(base: FailsafeFacts, felix: Option<&FelixConfigurationSpec>) -> FailsafeFacts {
     let mut facts = base;
-    let spec = felix.and_then(|f| f.get("spec"));
-    let read = |key: &str| -> Option<Vec<String>> {
-        let list = spec?.get(key)?.as_array()?;
-        Some(
-            list.iter()
-                .filter_map(|p| {
-                    let protocol = str_at(p, "/protocol").unwrap_or("tcp").to_lowercase();
-                    let port = p.get("port")?.as_u64()?;
-                    Some(format!("{protocol}:{port}"))
-                })
-                .collect(),
-        )
+    let Some(spec) = felix else {
+        return facts;
     };
-    if let Some(inbound) = read("failsafeInboundHostPorts") {
-        facts.inbound = inbound;
+    let shown = |ports: &[FailsafePort]| ports.iter().map(ToString::to_string).collect();
+    if let Some(inbound) = &spec.failsafe_inbound_host_ports {
+        facts.inbound = shown(inbound);
         facts.defaults = false;
     }
-    if let Some(outbound) = read("failsafeOutboundHostPorts") {
-        facts.outbound = outbound;
+    if let Some(outbound) = &spec.failsafe_outbound_host_ports {
+        facts.outbound = shown(outbound);
         facts.defaults = false;
     }
     facts
 }
 
-/// A FelixConfiguration field, `node.<name>` over `default`.
-fn felix_field<'a>(
-    node: Option<&'a Value>,
-    default: Option<&'a Value>,
-    key: &str,
-) -> Option<&'a Value> {
-    node.and_then(|n| n.pointer(&format!("/spec/{key}")))
-        .or_else(|| default.and_then(|d| d.pointer(&format!("/spec/{key}"))))
-}
-
-fn felix_port(value: Option<&Value>, fallback: u16) -> u16 {
+fn felix_port(value: Option<u64>, fallback: u16) -> u16 {
     value
-        .and_then(Value::as_u64)
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
         .unwrap_or(fallback)
 }
 
 fn felix_facts(inv: &Inventory, default_failsafe: &FailsafeFacts) -> FelixFacts {
-    let default = inv.felix_configuration.as_ref();
-    let enabled = |key: &str| {
-        felix_field(None, default, key)
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    };
+    let default = felix_spec(inv.felix_configuration.as_ref()).unwrap_or_default();
     let node_failsafe = inv
         .felix_node_configurations
         .iter()
         .filter_map(|config| {
-            let node =
-                str_at(config, "/metadata/name")?.strip_prefix(FELIX_NODE_CONFIGURATION_PREFIX)?;
-            let spec = config.get("spec")?;
-            let sets_failsafe = spec.get("failsafeInboundHostPorts").is_some()
-                || spec.get("failsafeOutboundHostPorts").is_some();
-            sets_failsafe.then(|| {
+            let config = FelixConfiguration::from_value(config).ok()?;
+            let node = config
+                .metadata
+                .name
+                .strip_prefix(FELIX_NODE_CONFIGURATION_PREFIX)?;
+            config.spec.sets_failsafe().then(|| {
                 (
                     node.to_string(),
-                    overlay_failsafe(default_failsafe.clone(), Some(config)),
+                    overlay_failsafe(default_failsafe.clone(), Some(&config.spec)),
                 )
             })
         })
         .collect();
     FelixFacts {
-        vxlan_port: felix_port(
-            felix_field(None, default, "vxlanPort"),
-            FELIX_DEFAULT_VXLAN_PORT,
-        ),
-        wireguard_port: enabled("wireguardEnabled").then(|| {
+        vxlan_port: felix_port(default.vxlan_port, FELIX_DEFAULT_VXLAN_PORT),
+        wireguard_port: (default.wireguard_enabled == Some(true)).then(|| {
             felix_port(
-                felix_field(None, default, "wireguardListeningPort"),
+                default.wireguard_listening_port,
                 FELIX_DEFAULT_WIREGUARD_PORT,
             )
         }),
-        wireguard_port_v6: enabled("wireguardEnabledV6").then(|| {
+        wireguard_port_v6: (default.wireguard_enabled_v6 == Some(true)).then(|| {
             felix_port(
-                felix_field(None, default, "wireguardListeningPortV6"),
+                default.wireguard_listening_port_v6,
                 FELIX_DEFAULT_WIREGUARD_PORT_V6,
             )
         }),

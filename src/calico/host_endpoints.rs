@@ -18,6 +18,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub use super::objects::HostEndpointTemplate;
+use super::objects::{
+    AutoCreate, AutoHostEndpointConfig, HostEndpoint as LiveHostEndpoint,
+    KubeControllersConfiguration,
+};
 use super::selector;
 
 pub const CREATED_BY_LABEL: &str = "projectcalico.org/created-by";
@@ -52,66 +57,6 @@ const ANNOTATION_WIREGUARD_V6: &str = "projectcalico.org/IPv6WireguardInterfaceA
 const ANNOTATION_INTERFACES: &str = "projectcalico.org/Interfaces";
 const ANNOTATION_CALICO_LABELS: &str = "projectcalico.org/labels";
 
-/// One entry of `spec.controllers.node.hostEndpoint.templates` (Calico 3.30+; `interfacePattern`
-/// 3.31+).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HostEndpointTemplate {
-    pub generate_name: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub interface_cidrs: Vec<String>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub interface_pattern: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub node_selector: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-}
-
-impl HostEndpointTemplate {
-    fn from_value(value: &Value) -> Self {
-        let text = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        Self {
-            generate_name: text("generateName"),
-            interface_cidrs: value
-                .get("interfaceCIDRs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            interface_pattern: text("interfacePattern"),
-            node_selector: text("nodeSelector"),
-            labels: string_map(value.get("labels")),
-        }
-    }
-
-    /// The template as the KubeControllersConfiguration spec spells it.
-    pub fn to_value(&self) -> Value {
-        let mut value = json!({"generateName": self.generate_name});
-        if !self.interface_cidrs.is_empty() {
-            value["interfaceCIDRs"] = json!(self.interface_cidrs);
-        }
-        if !self.interface_pattern.is_empty() {
-            value["interfacePattern"] = json!(self.interface_pattern);
-        }
-        if !self.node_selector.is_empty() {
-            value["nodeSelector"] = json!(self.node_selector);
-        }
-        if !self.labels.is_empty() {
-            value["labels"] = json!(self.labels);
-        }
-        value
-    }
-}
-
 /// What the node controller runs with for host endpoints (kube-controllers'
 /// `AutoHostEndpointConfig`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -137,29 +82,27 @@ impl KccHostEndpointConfig {
     /// What kube-controllers runs with for this KubeControllersConfiguration
     /// (`mergeAutoHostEndpoints`): the AUTO_HOST_ENDPOINTS environment variable, when it reports
     /// one in `status.environmentVars`, replaces the whole spec (`enabled`: the default endpoint
-    /// only, no templates); otherwise `spec.controllers.node.hostEndpoint`.
+    /// only, no templates); otherwise `spec.controllers.node.hostEndpoint`. A configuration
+    /// Calico's schema would refuse counts as absent.
     pub fn running(kcc: Option<&Value>) -> Self {
-        let Some(kcc) = kcc else {
+        let Some(kcc) = kcc.and_then(|k| KubeControllersConfiguration::from_value(k).ok()) else {
             return Self::default();
         };
-        if let Some(env) = kcc
-            .pointer("/status/environmentVars/AUTO_HOST_ENDPOINTS")
-            .and_then(Value::as_str)
-        {
+        if let Some(env) = kcc.auto_host_endpoints_env() {
             return Self {
-                auto_create: env.eq_ignore_ascii_case("enabled"),
+                auto_create: AutoCreate::from_env(env).is_enabled(),
                 ..Self::default()
             };
         }
-        Self::from_spec(kcc.pointer("/spec/controllers/node/hostEndpoint"))
+        Self::from_spec(kcc.spec.host_endpoint())
     }
 
     /// What kube-controllers runs with once `enable-hep` has set autoCreate to Enabled: the
     /// running configuration with autoCreate on, unless the environment variable decides.
     pub fn once_enabled(kcc: Option<&Value>) -> Self {
         let overridden = kcc
-            .and_then(|k| k.pointer("/status/environmentVars/AUTO_HOST_ENDPOINTS"))
-            .is_some();
+            .and_then(|k| KubeControllersConfiguration::from_value(k).ok())
+            .is_some_and(|k| k.auto_host_endpoints_env().is_some());
         let mut config = Self::running(kcc);
         if !overridden {
             config.auto_create = true;
@@ -168,21 +111,15 @@ impl KccHostEndpointConfig {
     }
 
     /// From `spec.controllers.node.hostEndpoint`; an empty createDefaultHostEndpoint is Enabled.
-    pub fn from_spec(host_endpoint: Option<&Value>) -> Self {
+    pub fn from_spec(host_endpoint: Option<&AutoHostEndpointConfig>) -> Self {
         let Some(spec) = host_endpoint else {
             return Self::default();
         };
-        let text = |key: &str| spec.get(key).and_then(Value::as_str).unwrap_or_default();
         Self {
-            auto_create: text("autoCreate") == "Enabled",
-            create_default_host_endpoint: text("createDefaultHostEndpoint") != "Disabled",
-            templates: spec
-                .get("templates")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(HostEndpointTemplate::from_value)
-                .collect(),
+            auto_create: spec.auto_create.is_some_and(AutoCreate::is_enabled),
+            create_default_host_endpoint: spec.create_default_host_endpoint
+                != Some(AutoCreate::Disabled),
+            templates: spec.templates.clone(),
         }
     }
 }
@@ -349,30 +286,14 @@ impl HostEndpoint {
 
     /// A live HostEndpoint object read back into the fields kube-controllers sets.
     pub fn from_manifest(object: &Value) -> Self {
-        let text = |pointer: &str| {
-            object
-                .pointer(pointer)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let list = |pointer: &str| {
-            object
-                .pointer(pointer)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        };
+        let live = LiveHostEndpoint::from_value(object).unwrap_or_default();
         Self {
-            name: text("/metadata/name"),
-            node: text("/spec/node"),
-            labels: string_map(object.pointer("/metadata/labels")),
-            expected_ips: list("/spec/expectedIPs"),
-            interface_name: text("/spec/interfaceName"),
-            profiles: list("/spec/profiles"),
+            name: live.metadata.name,
+            node: live.spec.node.unwrap_or_default(),
+            labels: live.metadata.labels,
+            expected_ips: live.spec.expected_ips,
+            interface_name: live.spec.interface_name.unwrap_or_default(),
+            profiles: live.spec.profiles,
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Typed Calico policy resources (`projectcalico.org/v3`). Field order follows the tutorial's
 //! manifests so rendered YAML reads like them; empty fields are omitted so what we render is what
-//! a person would write. Unknown fields in live objects are ignored when reading.
+//! a person would write. Fields this tool does not model are kept in `extra` at every level, so
+//! a live object read and written back loses nothing a user set.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 pub const API_GROUP: &str = "projectcalico.org";
 pub const API_VERSION: &str = "projectcalico.org/v3";
@@ -128,6 +129,22 @@ pub struct EntityRule {
     pub ports: Vec<Port>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_ports: Vec<Port>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<ServiceMatch>,
+    /// Fields not modelled here (`serviceAccounts`, ...), kept as read.
+    #[serde(flatten, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+/// `services`: the endpoints of a Kubernetes Service (destination) or its pods (source).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceMatch {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(flatten, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 impl EntityRule {
@@ -150,6 +167,9 @@ pub struct Rule {
     pub source: EntityRule,
     #[serde(default, skip_serializing_if = "EntityRule::is_empty")]
     pub destination: EntityRule,
+    /// Fields not modelled here (`http`, `icmp`, `metadata`, ...), kept as read.
+    #[serde(flatten, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 impl Rule {
@@ -161,6 +181,7 @@ impl Rule {
             ip_version: None,
             source: EntityRule::default(),
             destination: EntityRule::default(),
+            extra: Map::new(),
         }
     }
 
@@ -224,6 +245,9 @@ pub struct PolicySpec {
     pub pre_dnat: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub do_not_track: Option<bool>,
+    /// Fields not modelled here (`performanceHints`, `stagedAction`, ...), kept as read.
+    #[serde(flatten, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 impl PolicySpec {

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
+use crate::calico::objects::{HostEndpoint, IpPool, IpPoolSpec, Tier};
 use crate::facts::ClusterFacts;
 use crate::live::LiveState;
 
@@ -63,28 +64,8 @@ pub fn network(live: &LiveState) -> Network {
     let inv = &live.inventory;
     let mut net = Network::default();
     for node in &inv.nodes {
-        let Some(name) = str_at(node, "/metadata/name") else {
-            continue;
-        };
-        let node_ips = ips(node
-            .pointer("/status/addresses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|a| str_at(a, "/type") == Some("InternalIP"))
-            .map(|a| str_at(a, "/address").map(str::to_string)));
-        net.nodes_by_name.insert(name.to_string(), net.nodes.len());
-        for ip in &node_ips {
-            net.sides_by_ip.insert(*ip, Side::Host(net.nodes.len()));
-        }
-        net.nodes.push(Node {
-            name: name.to_string(),
-            labels: labels_of(node),
-            ips: node_ips,
-            host_endpoint: None,
-        });
+        add_node(&mut net, node);
     }
-
     for ns in &inv.namespaces {
         let Some(name) = str_at(ns, "/metadata/name") else {
             continue;
@@ -93,108 +74,137 @@ pub fn network(live: &LiveState) -> Network {
         labels.insert(NAMESPACE_NAME_LABEL.into(), name.to_string());
         net.namespaces.insert(name.to_string(), labels);
     }
-
     for pod in &inv.pods {
-        let phase = str_at(pod, "/status/phase").unwrap_or("Running");
-        if matches!(phase, "Succeeded" | "Failed") {
-            continue;
-        }
-        let (Some(namespace), Some(name)) = (
-            str_at(pod, "/metadata/namespace"),
-            str_at(pod, "/metadata/name"),
-        ) else {
-            continue;
-        };
-        let key = format!("{namespace}/{name}");
-        let node = str_at(pod, "/spec/nodeName").and_then(|n| net.nodes_by_name.get(n).copied());
-        if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
-            if let Some(node) = node {
-                net.host_network_pods.insert(key, node);
-            }
-            continue;
-        }
-        let service_account = str_at(pod, "/spec/serviceAccountName")
-            .unwrap_or("default")
-            .to_string();
-        let mut labels = labels_of(pod);
-        labels.insert(POD_NAMESPACE_LABEL.into(), namespace.to_string());
-        labels.insert(POD_ORCHESTRATOR_LABEL.into(), "k8s".into());
-        labels.insert(POD_SERVICE_ACCOUNT_LABEL.into(), service_account.clone());
-        let mut pod_ips: Vec<Option<String>> = pod
-            .pointer("/status/podIPs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|p| str_at(p, "/ip").map(str::to_string))
-            .collect();
-        if pod_ips.is_empty() {
-            pod_ips.push(str_at(pod, "/status/podIP").map(str::to_string));
-        }
-        let index = net.endpoints.len();
-        let endpoint = Endpoint {
-            kind: EndpointKind::Workload {
-                namespace: namespace.to_string(),
-                pod: name.to_string(),
-                node,
-                service_account: service_account.clone(),
-            },
-            labels,
-            ips: ips(pod_ips),
-            profiles: vec![
-                format!("kns.{namespace}"),
-                format!("ksa.{namespace}.{service_account}"),
-            ],
-            named_ports: named_ports(pod),
-        };
-        for ip in &endpoint.ips {
-            net.sides_by_ip.insert(*ip, Side::Pod(index));
-        }
-        net.endpoints.push(endpoint);
-        net.pods_by_name.insert(key, index);
+        add_pod(&mut net, pod);
     }
     // Host endpoints after pods, so a pod's index is the same with or without them.
     for hep in &inv.host_endpoints {
-        let Some(node) = str_at(hep, "/spec/node").and_then(|n| net.nodes_by_name.get(n).copied())
-        else {
-            continue;
-        };
-        let name = str_at(hep, "/metadata/name")
-            .unwrap_or_default()
-            .to_string();
-        let interface = str_at(hep, "/spec/interfaceName").unwrap_or_default();
-        let expected = hep
-            .pointer("/spec/expectedIPs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|v| v.as_str().map(str::to_string));
-        let profiles = hep
-            .pointer("/spec/profiles")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
-        let index = net.endpoints.len();
-        net.endpoints.push(Endpoint {
-            kind: EndpointKind::Host {
-                node,
-                hep_name: name,
-            },
-            labels: labels_of(hep),
-            ips: ips(expected),
-            profiles,
-            named_ports: Vec::new(),
-        });
-        // An all-interfaces endpoint polices every interface; otherwise the first one found.
-        let slot = &mut net.nodes[node].host_endpoint;
-        if slot.is_none() || interface == "*" {
-            *slot = Some(index);
-        }
+        add_host_endpoint(&mut net, hep);
     }
-
     net
+}
+
+/// A Kubernetes Node, with its InternalIPs as the host's addresses.
+fn add_node(net: &mut Network, node: &Value) {
+    let Some(name) = str_at(node, "/metadata/name") else {
+        return;
+    };
+    let node_ips = ips(node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| str_at(a, "/type") == Some("InternalIP"))
+        .map(|a| str_at(a, "/address").map(str::to_string)));
+    net.nodes_by_name.insert(name.to_string(), net.nodes.len());
+    for ip in &node_ips {
+        net.sides_by_ip.insert(*ip, Side::Host(net.nodes.len()));
+    }
+    net.nodes.push(Node {
+        name: name.to_string(),
+        labels: labels_of(node),
+        ips: node_ips,
+        host_endpoint: None,
+    });
+}
+
+/// A pod that runs: host-networked ones are their node's, others are workload endpoints with
+/// the labels and profiles Calico gives them.
+fn add_pod(net: &mut Network, pod: &Value) {
+    let phase = str_at(pod, "/status/phase").unwrap_or("Running");
+    if matches!(phase, "Succeeded" | "Failed") {
+        return;
+    }
+    let (Some(namespace), Some(name)) = (
+        str_at(pod, "/metadata/namespace"),
+        str_at(pod, "/metadata/name"),
+    ) else {
+        return;
+    };
+    let key = format!("{namespace}/{name}");
+    let node = str_at(pod, "/spec/nodeName").and_then(|n| net.nodes_by_name.get(n).copied());
+    if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
+        if let Some(node) = node {
+            net.host_network_pods.insert(key, node);
+        }
+        return;
+    }
+    let service_account = str_at(pod, "/spec/serviceAccountName")
+        .unwrap_or("default")
+        .to_string();
+    let mut labels = labels_of(pod);
+    labels.insert(POD_NAMESPACE_LABEL.into(), namespace.to_string());
+    labels.insert(POD_ORCHESTRATOR_LABEL.into(), "k8s".into());
+    labels.insert(POD_SERVICE_ACCOUNT_LABEL.into(), service_account.clone());
+    let index = net.endpoints.len();
+    let endpoint = Endpoint {
+        kind: EndpointKind::Workload {
+            namespace: namespace.to_string(),
+            pod: name.to_string(),
+            node,
+            service_account: service_account.clone(),
+        },
+        labels,
+        ips: ips(pod_ips(pod)),
+        profiles: vec![
+            format!("kns.{namespace}"),
+            format!("ksa.{namespace}.{service_account}"),
+        ],
+        named_ports: named_ports(pod),
+    };
+    for ip in &endpoint.ips {
+        net.sides_by_ip.insert(*ip, Side::Pod(index));
+    }
+    net.endpoints.push(endpoint);
+    net.pods_by_name.insert(key, index);
+}
+
+/// `status.podIPs`, else `status.podIP`.
+fn pod_ips(pod: &Value) -> Vec<Option<String>> {
+    let mut pod_ips: Vec<Option<String>> = pod
+        .pointer("/status/podIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| str_at(p, "/ip").map(str::to_string))
+        .collect();
+    if pod_ips.is_empty() {
+        pod_ips.push(str_at(pod, "/status/podIP").map(str::to_string));
+    }
+    pod_ips
+}
+
+/// A live HostEndpoint as the endpoint of its node; one on an unknown node, or one Calico's
+/// schema would refuse, polices nothing.
+fn add_host_endpoint(net: &mut Network, hep: &Value) {
+    let Ok(hep) = HostEndpoint::from_value(hep) else {
+        return;
+    };
+    let Some(node) = hep
+        .spec
+        .node
+        .as_deref()
+        .and_then(|n| net.nodes_by_name.get(n).copied())
+    else {
+        return;
+    };
+    let index = net.endpoints.len();
+    let all_interfaces = hep.spec.interface_name.as_deref() == Some("*");
+    net.endpoints.push(Endpoint {
+        kind: EndpointKind::Host {
+            node,
+            hep_name: hep.metadata.name,
+        },
+        labels: hep.metadata.labels.into_iter().collect(),
+        ips: ips(hep.spec.expected_ips.into_iter().map(Some)),
+        profiles: hep.spec.profiles,
+        named_ports: Vec::new(),
+    });
+    // An all-interfaces endpoint polices every interface; otherwise the first one found.
+    let slot = &mut net.nodes[node].host_endpoint;
+    if slot.is_none() || all_interfaces {
+        *slot = Some(index);
+    }
 }
 
 /// Encapsulation from the IPPools: VXLAN (on Felix's `vxlan_port`) or IPIP when any pool uses
@@ -210,17 +220,16 @@ pub fn tunnels(ip_pools: Option<&[Value]>, vxlan_port: u16, notes: &mut Vec<Stri
             ipip: false,
         };
     };
-    let uses = |field: &str| {
-        pools.iter().any(|p| {
-            matches!(
-                str_at(p, &format!("/spec/{field}")),
-                Some("Always" | "CrossSubnet")
-            )
-        })
+    let pools: Vec<IpPoolSpec> = pools
+        .iter()
+        .filter_map(|p| Some(IpPool::from_value(p).ok()?.spec))
+        .collect();
+    let uses = |mode: fn(&IpPoolSpec) -> Option<&str>| {
+        pools.iter().any(|p| IpPoolSpec::encapsulates(mode(p)))
     };
     Tunnels {
-        vxlan_port: uses("vxlanMode").then_some(vxlan_port),
-        ipip: uses("ipipMode"),
+        vxlan_port: uses(|p| p.vxlan_mode.as_deref()).then_some(vxlan_port),
+        ipip: uses(|p| p.ipip_mode.as_deref()),
     }
 }
 
@@ -258,12 +267,15 @@ pub fn tiers(listed: Option<&[Value]>, notes: &mut Vec<String>) -> HashMap<Strin
     listed
         .iter()
         .filter_map(|tier| {
-            let name = str_at(tier, "/metadata/name")?.to_string();
+            let tier = Tier::from_value(tier).ok()?;
+            if tier.metadata.name.is_empty() {
+                return None;
+            }
             let settings = TierSettings {
-                order: tier.pointer("/spec/order").and_then(Value::as_f64),
-                pass_at_end: str_at(tier, "/spec/defaultAction") == Some("Pass"),
+                order: tier.spec.order,
+                pass_at_end: tier.spec.default_action.as_deref() == Some("Pass"),
             };
-            Some((name, settings))
+            Some((tier.metadata.name, settings))
         })
         .collect()
 }
