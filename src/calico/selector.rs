@@ -404,172 +404,161 @@ fn tokenize(input: &str) -> Vec<Token<'_>> {
     let mut tokens: Vec<Token<'_>> = Vec::new();
     let mut pos = 0;
     loop {
-        while pos < s.len() && (s[pos] == b' ' || s[pos] == b'\t') {
-            pos += 1;
-        }
-        let start = pos;
-        let push_err = |tokens: &mut Vec<Token<'_>>, at: usize, msg: String| {
-            tokens.push(Token {
-                kind: Kind::Error(msg),
-                start: at,
-            });
-        };
+        pos = skip_blanks(s, pos);
         if pos == s.len() {
             tokens.push(Token {
                 kind: Kind::Eof,
-                start,
+                start: pos,
             });
             return tokens;
         }
-        let rest = &s[pos..];
-        let last_was_label = matches!(
-            tokens.last(),
+        let after_label = match tokens.last() {
             Some(Token {
-                kind: Kind::Label(_),
+                kind: Kind::Label(key),
                 ..
-            })
-        );
-        let simple = |kind: Kind<'static>, len: usize| Some((kind, len));
-        let next: Option<(Kind<'_>, usize)> = match rest[0] {
-            b'(' => simple(Kind::LParen, 1),
-            b')' => simple(Kind::RParen, 1),
-            b'{' => simple(Kind::LBrace, 1),
-            b'}' => simple(Kind::RBrace, 1),
-            b',' => simple(Kind::Comma, 1),
-            q @ (b'"' | b'\'') => match rest[1..].iter().position(|&b| b == q) {
-                Some(n) => Some((Kind::Str(&input[pos + 1..pos + 1 + n]), n + 2)),
-                None => {
-                    let quote = q as char;
-                    push_err(
-                        &mut tokens,
-                        start,
-                        format!("unterminated string: no closing {quote} for this {quote}"),
-                    );
-                    return tokens;
-                }
-            },
-            b'=' if rest.get(1) == Some(&b'=') => simple(Kind::Eq, 2),
-            b'=' => {
-                push_err(
-                    &mut tokens,
-                    start,
-                    "expected '==' but found a single '='".to_string(),
-                );
-                return tokens;
-            }
-            b'!' if rest.get(1) == Some(&b'=') => simple(Kind::Ne, 2),
-            b'!' => simple(Kind::Not, 1),
-            b'&' if rest.get(1) == Some(&b'&') => simple(Kind::And, 2),
-            b'&' => {
-                push_err(
-                    &mut tokens,
-                    start,
-                    "expected '&&' but found a single '&'".to_string(),
-                );
-                return tokens;
-            }
-            b'|' if rest.get(1) == Some(&b'|') => simple(Kind::Or, 2),
-            b'|' => {
-                push_err(
-                    &mut tokens,
-                    start,
-                    "expected '||' but found a single '|'".to_string(),
-                );
-                return tokens;
-            }
-            _ if last_was_label => {
-                // After a label only an operator word may follow.
-                if let Some(n) = match_words(rest, &["contains"]) {
-                    simple(Kind::Contains, n)
-                } else if let Some(n) = match_words(rest, &["starts", "with"]) {
-                    simple(Kind::StartsWith, n)
-                } else if let Some(n) = match_words(rest, &["ends", "with"]) {
-                    simple(Kind::EndsWith, n)
-                } else if let Some(n) = match_words(rest, &["not", "in"]) {
-                    simple(Kind::NotIn, n)
-                } else if let Some(n) = match_words(rest, &["in"]) {
-                    simple(Kind::In, n)
-                } else {
-                    let Some(Token {
-                        kind: Kind::Label(key),
-                        ..
-                    }) = tokens.last()
-                    else {
-                        unreachable!()
-                    };
-                    let msg = format!(
-                        "unexpected characters after label '{key}', expected an operator \
-                         (==, !=, in, not in, contains, starts with, ends with)"
-                    );
-                    push_err(&mut tokens, start, msg);
-                    return tokens;
-                }
-            }
-            _ => {
-                if let Some(after) = rest.strip_prefix(b"has(") {
-                    // has( blanks KEY{1,512} blanks )
-                    let i = skip_blanks(after, 0);
-                    let n = key_run(after, i);
-                    let j = skip_blanks(after, i + n);
-                    let open = start + 4;
-                    if n == 0 {
-                        push_err(
-                            &mut tokens,
-                            open + i,
-                            "expected a label key after 'has('".to_string(),
-                        );
-                        return tokens;
-                    } else if n > MAX_KEY_LEN {
-                        let msg = format!(
-                            "label key in 'has(...)' is longer than {MAX_KEY_LEN} characters"
-                        );
-                        push_err(&mut tokens, open + i, msg);
-                        return tokens;
-                    } else if after.get(j) != Some(&b')') {
-                        push_err(
-                            &mut tokens,
-                            open + j,
-                            "expected ')' to close 'has('".to_string(),
-                        );
-                        return tokens;
-                    }
-                    let key = &input[open + i..open + i + n];
-                    Some((Kind::Has(key), 4 + j + 1))
-                } else if let Some(m) =
-                    match_call(rest, "all").or_else(|| match_call(rest, "global"))
-                {
-                    match m {
-                        Ok(n) if rest[0] == b'a' => simple(Kind::All, n),
-                        Ok(n) => simple(Kind::Global, n),
-                        Err(off) => {
-                            let name = if rest[0] == b'a' { "all" } else { "global" };
-                            push_err(
-                                &mut tokens,
-                                start + off,
-                                format!("expected ')' after '{name}('"),
-                            );
-                            return tokens;
-                        }
-                    }
-                } else {
-                    let n = key_run(rest, 0);
-                    if n > MAX_KEY_LEN {
-                        let msg = format!("label key is longer than {MAX_KEY_LEN} characters");
-                        push_err(&mut tokens, start, msg);
-                        return tokens;
-                    } else if n > 0 {
-                        Some((Kind::Label(&input[pos..pos + n]), n))
-                    } else {
-                        let c = input[pos..].chars().next().unwrap_or_default();
-                        push_err(&mut tokens, start, format!("unexpected character {c:?}"));
-                        return tokens;
-                    }
-                }
-            }
+            }) => Some(*key),
+            _ => None,
         };
-        let (kind, len) = next.expect("every branch either yields a token or returns");
-        tokens.push(Token { kind, start });
-        pos += len;
+        match next_token(input, pos, after_label) {
+            Ok((kind, len)) => {
+                tokens.push(Token { kind, start: pos });
+                pos += len;
+            }
+            Err((start, message)) => {
+                tokens.push(Token {
+                    kind: Kind::Error(message),
+                    start,
+                });
+                return tokens;
+            }
+        }
+    }
+}
+
+/// A token and its length in bytes, or where the input stops being a selector and why.
+type Lexed<'a> = Result<(Kind<'a>, usize), (usize, String)>;
+
+/// The token at `pos` (not a blank): punctuation and strings anywhere, an operator word right
+/// after a label, otherwise a function call or a label.
+fn next_token<'a>(input: &'a str, pos: usize, after_label: Option<&str>) -> Lexed<'a> {
+    if let Some(lexed) = punctuation(input, pos) {
+        return lexed;
+    }
+    let rest = &input.as_bytes()[pos..];
+    if let Some(key) = after_label {
+        return operator_word(rest, pos, key);
+    }
+    has_call(input, pos)
+        .or_else(|| call_without_arguments(rest, pos))
+        .unwrap_or_else(|| label(input, pos))
+}
+
+/// Brackets, commas, quoted strings and the operators spelled with symbols.
+fn punctuation(input: &str, pos: usize) -> Option<Lexed<'_>> {
+    let rest = &input.as_bytes()[pos..];
+    let simple = |kind: Kind<'static>, len: usize| Some(Ok((kind, len)));
+    let single = |expected: &str, found: char| {
+        let message = format!("expected '{expected}' but found a single '{found}'");
+        Some(Err((pos, message)))
+    };
+    let doubled = rest.get(1) == Some(&rest[0]);
+    match rest[0] {
+        b'(' => simple(Kind::LParen, 1),
+        b')' => simple(Kind::RParen, 1),
+        b'{' => simple(Kind::LBrace, 1),
+        b'}' => simple(Kind::RBrace, 1),
+        b',' => simple(Kind::Comma, 1),
+        quote @ (b'"' | b'\'') => Some(string(input, pos, quote)),
+        b'=' if doubled => simple(Kind::Eq, 2),
+        b'=' => single("==", '='),
+        b'!' if rest.get(1) == Some(&b'=') => simple(Kind::Ne, 2),
+        b'!' => simple(Kind::Not, 1),
+        b'&' if doubled => simple(Kind::And, 2),
+        b'&' => single("&&", '&'),
+        b'|' if doubled => simple(Kind::Or, 2),
+        b'|' => single("||", '|'),
+        _ => None,
+    }
+}
+
+/// A string literal in `quote`s; Calico has no escapes.
+fn string(input: &str, pos: usize, quote: u8) -> Lexed<'_> {
+    let rest = &input.as_bytes()[pos + 1..];
+    match rest.iter().position(|&b| b == quote) {
+        Some(n) => Ok((Kind::Str(&input[pos + 1..pos + 1 + n]), n + 2)),
+        None => {
+            let quote = quote as char;
+            let message = format!("unterminated string: no closing {quote} for this {quote}");
+            Err((pos, message))
+        }
+    }
+}
+
+/// After a label only an operator word may follow.
+fn operator_word<'a>(rest: &[u8], pos: usize, key: &str) -> Lexed<'a> {
+    let words: [(&[&str], Kind<'static>); 5] = [
+        (&["contains"], Kind::Contains),
+        (&["starts", "with"], Kind::StartsWith),
+        (&["ends", "with"], Kind::EndsWith),
+        (&["not", "in"], Kind::NotIn),
+        (&["in"], Kind::In),
+    ];
+    for (spelling, kind) in words {
+        if let Some(n) = match_words(rest, spelling) {
+            return Ok((kind, n));
+        }
+    }
+    let message = format!(
+        "unexpected characters after label '{key}', expected an operator \
+         (==, !=, in, not in, contains, starts with, ends with)"
+    );
+    Err((pos, message))
+}
+
+/// `has(` blanks KEY{1,512} blanks `)`.
+fn has_call(input: &str, pos: usize) -> Option<Lexed<'_>> {
+    let after = input.as_bytes()[pos..].strip_prefix(b"has(")?;
+    let i = skip_blanks(after, 0);
+    let n = key_run(after, i);
+    let j = skip_blanks(after, i + n);
+    let open = pos + 4;
+    Some(if n == 0 {
+        Err((open + i, "expected a label key after 'has('".to_string()))
+    } else if n > MAX_KEY_LEN {
+        let message = format!("label key in 'has(...)' is longer than {MAX_KEY_LEN} characters");
+        Err((open + i, message))
+    } else if after.get(j) != Some(&b')') {
+        Err((open + j, "expected ')' to close 'has('".to_string()))
+    } else {
+        Ok((Kind::Has(&input[open + i..open + i + n]), 4 + j + 1))
+    })
+}
+
+/// `all()` and `global()`, blanks allowed between the brackets.
+fn call_without_arguments<'a>(rest: &[u8], pos: usize) -> Option<Lexed<'a>> {
+    [("all", Kind::All), ("global", Kind::Global)]
+        .into_iter()
+        .find_map(|(name, kind)| {
+            Some(match match_call(rest, name)? {
+                Ok(n) => Ok((kind, n)),
+                Err(off) => Err((pos + off, format!("expected ')' after '{name}('"))),
+            })
+        })
+}
+
+/// A label key: up to [`MAX_KEY_LEN`] key bytes.
+fn label(input: &str, pos: usize) -> Lexed<'_> {
+    let n = key_run(input.as_bytes(), pos);
+    if n > MAX_KEY_LEN {
+        Err((
+            pos,
+            format!("label key is longer than {MAX_KEY_LEN} characters"),
+        ))
+    } else if n > 0 {
+        Ok((Kind::Label(&input[pos..pos + n]), n))
+    } else {
+        let c = input[pos..].chars().next().unwrap_or_default();
+        Err((pos, format!("unexpected character {c:?}")))
     }
 }
 

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::calico::objects::FailsafePort;
 use crate::calico::policy::Action;
 use crate::facts::FailsafeFacts;
 
@@ -149,8 +150,8 @@ impl Failsafe {
         let parse = |list: &[String]| {
             list.iter()
                 .filter_map(|entry| {
-                    let (proto, port) = entry.split_once(':')?;
-                    Some((Protocol::parse(proto)?, port.trim().parse().ok()?))
+                    let entry: FailsafePort = entry.parse().ok()?;
+                    Some((Protocol::parse(&entry.protocol_name())?, entry.port))
                 })
                 .collect()
         };
@@ -267,73 +268,92 @@ pub struct Engine {
     classes: Vec<Applicable>,
 }
 
+/// The tiers the policies are in, in evaluation order (order, then name).
+fn ordered_tiers(
+    policies: &[CompiledPolicy],
+    tiers: &HashMap<String, TierSettings>,
+    notes: &mut Vec<String>,
+) -> Vec<TierInfo> {
+    let mut tier_names: Vec<String> = policies.iter().map(|p| p.tier.clone()).collect();
+    tier_names.sort();
+    tier_names.dedup();
+    let mut tiers: Vec<TierInfo> = tier_names
+        .into_iter()
+        .map(|name| {
+            let (order, pass_at_end) = if let Some(tier) = tiers.get(&name) {
+                (tier.order.unwrap_or(f64::INFINITY), tier.pass_at_end)
+            } else if name == DEFAULT_TIER {
+                (DEFAULT_TIER_ORDER, false)
+            } else {
+                notes.push(format!(
+                    "tier {name:?}: its order is unknown; evaluated just before the default tier"
+                ));
+                (DEFAULT_TIER_ORDER - 0.5, false)
+            };
+            TierInfo {
+                name,
+                order,
+                pass_at_end,
+            }
+        })
+        .collect();
+    tiers.sort_by(|a, b| {
+        a.order
+            .total_cmp(&b.order)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    tiers
+}
+
+/// The policies in Calico's evaluation order (tier, order, name), each with its tier's index.
+fn in_evaluation_order(
+    policies: Vec<CompiledPolicy>,
+    tiers: &[TierInfo],
+) -> (Vec<CompiledPolicy>, Vec<usize>) {
+    let tier_index: HashMap<&str, usize> = tiers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let keyed: Vec<(usize, f64, String)> = policies
+        .iter()
+        .map(|p| {
+            (
+                tier_index[p.tier.as_str()],
+                p.order.unwrap_or(f64::INFINITY),
+                p.sort_name(),
+            )
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..policies.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ta, oa, na) = &keyed[a];
+        let (tb, ob, nb) = &keyed[b];
+        ta.cmp(tb).then(oa.total_cmp(ob)).then_with(|| na.cmp(nb))
+    });
+    let mut slots: Vec<Option<CompiledPolicy>> = policies.into_iter().map(Some).collect();
+    let policies = order
+        .iter()
+        .map(|&i| slots[i].take().expect("each once"))
+        .collect();
+    let policy_tier = order.iter().map(|&i| keyed[i].0).collect();
+    (policies, policy_tier)
+}
+
 impl Engine {
     /// `tiers`: the cluster's tiers; `default` not among them is Calico's (order 1,000,000,
     /// Deny); a policy in a tier not among them is placed just before `default` and a note says
     /// so.
     pub fn new(
         network: Network,
-        mut policies: Vec<CompiledPolicy>,
+        policies: Vec<CompiledPolicy>,
         tiers: &HashMap<String, TierSettings>,
         failsafe: Failsafe,
         tunnels: Tunnels,
         mut notes: Vec<String>,
     ) -> Engine {
-        let mut tier_names: Vec<String> = policies.iter().map(|p| p.tier.clone()).collect();
-        tier_names.sort();
-        tier_names.dedup();
-        let mut tiers: Vec<TierInfo> = tier_names
-            .into_iter()
-            .map(|name| {
-                let (order, pass_at_end) = if let Some(tier) = tiers.get(&name) {
-                    (tier.order.unwrap_or(f64::INFINITY), tier.pass_at_end)
-                } else if name == DEFAULT_TIER {
-                    (DEFAULT_TIER_ORDER, false)
-                } else {
-                    notes.push(format!(
-                        "tier {name:?}: its order is unknown; evaluated just before the default tier"
-                    ));
-                    (DEFAULT_TIER_ORDER - 0.5, false)
-                };
-                TierInfo {
-                    name,
-                    order,
-                    pass_at_end,
-                }
-            })
-            .collect();
-        tiers.sort_by(|a, b| {
-            a.order
-                .total_cmp(&b.order)
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        let tier_index: HashMap<&str, usize> = tiers
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
-            .collect();
-        let keyed: Vec<(usize, f64, String)> = policies
-            .iter()
-            .map(|p| {
-                (
-                    tier_index[p.tier.as_str()],
-                    p.order.unwrap_or(f64::INFINITY),
-                    p.sort_name(),
-                )
-            })
-            .collect();
-        let mut order: Vec<usize> = (0..policies.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (ta, oa, na) = &keyed[a];
-            let (tb, ob, nb) = &keyed[b];
-            ta.cmp(tb).then(oa.total_cmp(ob)).then_with(|| na.cmp(nb))
-        });
-        let mut slots: Vec<Option<CompiledPolicy>> = policies.drain(..).map(Some).collect();
-        let policies: Vec<CompiledPolicy> = order
-            .iter()
-            .map(|&i| slots[i].take().expect("each once"))
-            .collect();
-        let policy_tier: Vec<usize> = order.iter().map(|&i| keyed[i].0).collect();
+        let tiers = ordered_tiers(&policies, tiers, &mut notes);
+        let (policies, policy_tier) = in_evaluation_order(policies, &tiers);
         for p in &policies {
             if p.pre_dnat || p.do_not_track {
                 notes.push(format!(

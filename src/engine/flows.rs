@@ -113,9 +113,77 @@ fn node_pairs(count: usize, control: &[usize]) -> Vec<(usize, usize)> {
 /// Every critical flow for this cluster.
 pub fn critical_flows(engine: &Engine, facts: &ClusterFacts) -> Vec<CriticalFlow> {
     let net = &engine.network;
-    let mut out = Vec::new();
-    let mut add = |category, src, dst, protocol, port| {
-        out.push(CriticalFlow {
+    let mut flows = FlowList {
+        engine,
+        facts,
+        control: node_indices(net, &facts.control_plane_nodes),
+        pods: SystemPods::of(net, &facts.dns_label),
+        out: Vec::new(),
+    };
+    flows.kubernetes_control_plane();
+    flows.calico_control_plane();
+    flows.dns();
+    flows.flow_logs();
+    flows.admission_webhooks();
+    flows.node_to_node();
+    flows.out
+}
+
+/// The workload endpoints critical flows start or end at, by role.
+#[derive(Default)]
+struct SystemPods {
+    dns: Vec<usize>,
+    calico_apiservers: Vec<usize>,
+    /// Calico's components that talk to the API server.
+    calico: Vec<usize>,
+    goldmane: Vec<usize>,
+    whisker: Vec<usize>,
+}
+
+impl SystemPods {
+    fn of(net: &Network, (dns_key, dns_value): &(String, String)) -> Self {
+        let mut pods = Self::default();
+        for (i, ep) in net.endpoints.iter().enumerate() {
+            if ep.is_host() {
+                continue;
+            }
+            let app = ep.labels.get("k8s-app").map(String::as_str);
+            if ep.labels.get(dns_key) == Some(dns_value) {
+                pods.dns.push(i);
+            }
+            if app == Some("calico-apiserver") {
+                pods.calico_apiservers.push(i);
+            }
+            if matches!(
+                app,
+                Some(
+                    "calico-apiserver" | "calico-kube-controllers" | "calico-typha" | "calico-node"
+                )
+            ) {
+                pods.calico.push(i);
+            }
+            match app {
+                Some("goldmane") => pods.goldmane.push(i),
+                Some("whisker") => pods.whisker.push(i),
+                _ => {}
+            }
+        }
+        pods
+    }
+}
+
+/// The critical flows of one cluster as they are found, family by family.
+struct FlowList<'a> {
+    engine: &'a Engine,
+    facts: &'a ClusterFacts,
+    control: Vec<usize>,
+    pods: SystemPods,
+    out: Vec<CriticalFlow>,
+}
+
+impl FlowList<'_> {
+    fn add(&mut self, category: FlowCategory, src: Side, dst: Side, protocol: Protocol, port: u16) {
+        self.out.push(CriticalFlow {
             category,
             flow: Flow {
                 src,
@@ -124,39 +192,32 @@ pub fn critical_flows(engine: &Engine, facts: &ClusterFacts) -> Vec<CriticalFlow
                 port,
             },
         });
-    };
-    let control = node_indices(net, &facts.control_plane_nodes);
-    let typha = node_indices(net, &facts.typha_nodes);
-    let api = facts.apiserver_port;
-    let all_nodes = 0..net.nodes.len();
+    }
 
-    for n in all_nodes.clone() {
-        for &c in &control {
-            if n != c {
-                add(
-                    FlowCategory::NodesToApiserver,
-                    Side::Host(n),
-                    Side::Host(c),
-                    Protocol::TCP,
-                    api,
-                );
+    fn all_nodes(&self) -> std::ops::Range<usize> {
+        0..self.engine.network.nodes.len()
+    }
+
+    /// Nodes and the operator to the API server, the API server to kubelets, nodes to Typha.
+    fn kubernetes_control_plane(&mut self) {
+        let api = self.facts.apiserver_port;
+        let control = self.control.clone();
+        for n in self.all_nodes() {
+            for &c in control.iter().filter(|&&c| c != n) {
+                let category = FlowCategory::NodesToApiserver;
+                self.add(category, Side::Host(n), Side::Host(c), Protocol::TCP, api);
             }
         }
-    }
-    for &c in &control {
-        add(
-            FlowCategory::OperatorToApiserver,
-            Side::External(OPERATOR_ADDRESS),
-            Side::Host(c),
-            Protocol::TCP,
-            api,
-        );
-    }
-    for &c in &control {
-        for n in all_nodes.clone() {
-            if n != c {
-                add(
-                    FlowCategory::ApiserverToKubelet,
+        for &c in &control {
+            let operator = Side::External(OPERATOR_ADDRESS);
+            let category = FlowCategory::OperatorToApiserver;
+            self.add(category, operator, Side::Host(c), Protocol::TCP, api);
+        }
+        for &c in &control {
+            for n in self.all_nodes().filter(|&n| n != c) {
+                let category = FlowCategory::ApiserverToKubelet;
+                self.add(
+                    category,
                     Side::Host(c),
                     Side::Host(n),
                     Protocol::TCP,
@@ -164,218 +225,170 @@ pub fn critical_flows(engine: &Engine, facts: &ClusterFacts) -> Vec<CriticalFlow
                 );
             }
         }
-    }
-    for n in all_nodes.clone() {
-        for &t in &typha {
-            if n != t {
-                add(
-                    FlowCategory::NodesToTypha,
+        let typha = node_indices(&self.engine.network, &self.facts.typha_nodes);
+        let typha_port = self.facts.typha_port;
+        for n in self.all_nodes() {
+            for &t in typha.iter().filter(|&&t| t != n) {
+                let category = FlowCategory::NodesToTypha;
+                self.add(
+                    category,
                     Side::Host(n),
                     Side::Host(t),
                     Protocol::TCP,
-                    facts.typha_port,
+                    typha_port,
                 );
             }
         }
     }
 
-    let (dns_key, dns_value) = &facts.dns_label;
-    let mut dns_pods = Vec::new();
-    let mut calico_apiservers = Vec::new();
-    let mut calico_pods = Vec::new();
-    let mut goldmane_pods = Vec::new();
-    let mut whisker_pods = Vec::new();
-    for (i, ep) in net.endpoints.iter().enumerate() {
-        if ep.is_host() {
-            continue;
+    /// Calico's pods to the API server, the API server to calico-apiserver.
+    fn calico_control_plane(&mut self) {
+        let api = self.facts.apiserver_port;
+        let control = self.control.clone();
+        for p in self.pods.calico.clone() {
+            for &c in &control {
+                let category = FlowCategory::CalicoToApiserver;
+                self.add(category, Side::Pod(p), Side::Host(c), Protocol::TCP, api);
+            }
         }
-        let app = ep.labels.get("k8s-app").map(String::as_str);
-        if ep.labels.get(dns_key) == Some(dns_value) {
-            dns_pods.push(i);
-        }
-        if app == Some("calico-apiserver") {
-            calico_apiservers.push(i);
-        }
-        if matches!(
-            app,
-            Some("calico-apiserver" | "calico-kube-controllers" | "calico-typha" | "calico-node")
-        ) {
-            calico_pods.push(i);
-        }
-        match app {
-            Some("goldmane") => goldmane_pods.push(i),
-            Some("whisker") => whisker_pods.push(i),
-            _ => {}
-        }
-    }
-    for &p in &calico_pods {
+        let port = self.facts.calico_apiserver_port;
         for &c in &control {
-            add(
-                FlowCategory::CalicoToApiserver,
-                Side::Pod(p),
-                Side::Host(c),
-                Protocol::TCP,
-                api,
-            );
+            for p in self.pods.calico_apiservers.clone() {
+                let category = FlowCategory::ApiserverToCalicoApiserver;
+                self.add(category, Side::Host(c), Side::Pod(p), Protocol::TCP, port);
+            }
         }
     }
-    for &c in &control {
-        for &p in &calico_apiservers {
-            add(
-                FlowCategory::ApiserverToCalicoApiserver,
-                Side::Host(c),
-                Side::Pod(p),
-                Protocol::TCP,
-                facts.calico_apiserver_port,
-            );
+
+    /// Pods to the cluster DNS (Calico's own only where they resolve names), and the DNS pods
+    /// to their upstream resolver; UDP and TCP.
+    fn dns(&mut self) {
+        let dns = self.pods.dns.clone();
+        let net = &self.engine.network;
+        let clients: Vec<usize> = (0..net.endpoints.len())
+            .filter(|&i| {
+                let ep = &net.endpoints[i];
+                let Some(ns) = ep.namespace() else {
+                    return false;
+                };
+                let resolves_names = ep
+                    .labels
+                    .get("k8s-app")
+                    .is_some_and(|app| CALICO_APPS_USING_DNS.contains(&app.as_str()));
+                !(dns.contains(&i) || (CALICO_NAMESPACES.contains(&ns) && !resolves_names))
+            })
+            .collect();
+        for i in clients {
+            for &d in &dns {
+                for protocol in [Protocol::UDP, Protocol::TCP] {
+                    let category = FlowCategory::PodsToDns;
+                    self.add(category, Side::Pod(i), Side::Pod(d), protocol, DNS_PORT);
+                }
+            }
         }
-    }
-    for (i, ep) in net.endpoints.iter().enumerate() {
-        let Some(ns) = ep.namespace() else { continue };
-        let resolves_names = ep
-            .labels
-            .get("k8s-app")
-            .is_some_and(|app| CALICO_APPS_USING_DNS.contains(&app.as_str()));
-        if dns_pods.contains(&i) || (CALICO_NAMESPACES.contains(&ns) && !resolves_names) {
-            continue;
-        }
-        for &d in &dns_pods {
+        for &d in &dns {
             for protocol in [Protocol::UDP, Protocol::TCP] {
-                add(
-                    FlowCategory::PodsToDns,
-                    Side::Pod(i),
+                let upstream = Side::External(UPSTREAM_RESOLVER);
+                self.add(
+                    FlowCategory::DnsToUpstream,
                     Side::Pod(d),
+                    upstream,
                     protocol,
                     DNS_PORT,
                 );
             }
         }
     }
-    for &d in &dns_pods {
-        for protocol in [Protocol::UDP, Protocol::TCP] {
-            add(
-                FlowCategory::DnsToUpstream,
-                Side::Pod(d),
-                Side::External(UPSTREAM_RESOLVER),
-                protocol,
-                DNS_PORT,
-            );
+
+    /// Flow logs (Calico 3.30+): Felix on every node dials Goldmane by its Service name, so it
+    /// needs cluster DNS too; Whisker's backend reads from Goldmane.
+    fn flow_logs(&mut self) {
+        let port = self.facts.observability.goldmane_port;
+        let goldmane = self.pods.goldmane.clone();
+        for &g in &goldmane {
+            for n in self.all_nodes() {
+                let category = FlowCategory::NodesToGoldmane;
+                self.add(category, Side::Host(n), Side::Pod(g), Protocol::TCP, port);
+            }
+            for w in self.pods.whisker.clone() {
+                let category = FlowCategory::WhiskerToGoldmane;
+                self.add(category, Side::Pod(w), Side::Pod(g), Protocol::TCP, port);
+            }
         }
-    }
-    // Flow logs (Calico 3.30+): Felix on every node dials Goldmane by its Service name, so it
-    // needs cluster DNS too; Whisker's backend reads from Goldmane.
-    let goldmane_port = facts.observability.goldmane_port;
-    for &g in &goldmane_pods {
-        for n in all_nodes.clone() {
-            add(
-                FlowCategory::NodesToGoldmane,
-                Side::Host(n),
-                Side::Pod(g),
-                Protocol::TCP,
-                goldmane_port,
-            );
+        if goldmane.is_empty() {
+            return;
         }
-        for &w in &whisker_pods {
-            add(
-                FlowCategory::WhiskerToGoldmane,
-                Side::Pod(w),
-                Side::Pod(g),
-                Protocol::TCP,
-                goldmane_port,
-            );
-        }
-    }
-    if !goldmane_pods.is_empty() {
-        for n in all_nodes.clone() {
-            for &d in &dns_pods {
+        for n in self.all_nodes() {
+            for d in self.pods.dns.clone() {
                 for protocol in [Protocol::UDP, Protocol::TCP] {
-                    add(
-                        FlowCategory::NodesToDns,
-                        Side::Host(n),
-                        Side::Pod(d),
-                        protocol,
-                        DNS_PORT,
-                    );
+                    let category = FlowCategory::NodesToDns;
+                    self.add(category, Side::Host(n), Side::Pod(d), protocol, DNS_PORT);
                 }
             }
         }
     }
-    // Admission webhooks that fail closed: without them every write they cover fails.
-    let webhook_endpoints: BTreeSet<(Side, u16)> = facts
-        .admission_webhooks
-        .iter()
+
+    /// Admission webhooks that fail closed: without them every write they cover fails.
+    fn admission_webhooks(&mut self) {
+        let net = &self.engine.network;
+        let endpoints: BTreeSet<(Side, u16)> = self
+            .facts
+            .admission_webhooks
+            .iter()
+            .flatten()
+            .filter(|w| w.fails_closed)
+            .flat_map(|w| &w.endpoints)
+            .filter_map(|(address, port)| {
+                let ip: IpAddr = address.parse().ok()?;
+                let side = net
+                    .sides_by_ip
+                    .get(&ip)
+                    .copied()
+                    .unwrap_or(Side::External(ip));
+                Some((side, *port))
+            })
+            .collect();
+        for c in self.control.clone() {
+            for &(side, port) in endpoints.iter().filter(|(side, _)| *side != Side::Host(c)) {
+                let category = FlowCategory::ApiserverToAdmissionWebhooks;
+                self.add(category, Side::Host(c), side, Protocol::TCP, port);
+            }
+        }
+    }
+
+    /// Between node pairs: WireGuard (per address family both nodes have), BGP, and the
+    /// encapsulation the IPPools use.
+    fn node_to_node(&mut self) {
+        let felix = &self.facts.felix;
+        let wireguard_ports: Vec<(u16, bool)> = [
+            felix.wireguard_port.map(|p| (p, false)),
+            felix.wireguard_port_v6.map(|p| (p, true)),
+        ]
+        .into_iter()
         .flatten()
-        .filter(|w| w.fails_closed)
-        .flat_map(|w| &w.endpoints)
-        .filter_map(|(address, port)| {
-            let ip: IpAddr = address.parse().ok()?;
-            let side = net
-                .sides_by_ip
-                .get(&ip)
-                .copied()
-                .unwrap_or(Side::External(ip));
-            Some((side, *port))
-        })
         .collect();
-    for &c in &control {
-        for &(side, port) in &webhook_endpoints {
-            if side != Side::Host(c) {
-                add(
-                    FlowCategory::ApiserverToAdmissionWebhooks,
-                    Side::Host(c),
-                    side,
-                    Protocol::TCP,
-                    port,
-                );
+        let net = &self.engine.network;
+        let tunnels = self.engine.tunnels;
+        let has_family =
+            |node: usize, v6: bool| net.nodes[node].ips.iter().any(|ip| ip.is_ipv6() == v6);
+        let mut pair_flows = Vec::new();
+        for (x, y) in node_pairs(net.nodes.len(), &self.control) {
+            let (a, b) = (Side::Host(x), Side::Host(y));
+            for &(port, v6) in &wireguard_ports {
+                if has_family(x, v6) && has_family(y, v6) {
+                    pair_flows.push((FlowCategory::Wireguard, a, b, Protocol::UDP, port));
+                }
+            }
+            pair_flows.push((FlowCategory::Bgp, a, b, Protocol::TCP, BGP_PORT));
+            if let Some(port) = tunnels.vxlan_port {
+                pair_flows.push((FlowCategory::Encapsulation, a, b, Protocol::UDP, port));
+            }
+            if tunnels.ipip {
+                pair_flows.push((FlowCategory::Encapsulation, a, b, Protocol::IPIP, 0));
             }
         }
-    }
-    let wireguard_ports: Vec<(u16, bool)> = [
-        facts.felix.wireguard_port.map(|p| (p, false)),
-        facts.felix.wireguard_port_v6.map(|p| (p, true)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let has_family =
-        |node: usize, v6: bool| net.nodes[node].ips.iter().any(|ip| ip.is_ipv6() == v6);
-    for (a, b) in node_pairs(net.nodes.len(), &control) {
-        for &(port, v6) in &wireguard_ports {
-            if has_family(a, v6) && has_family(b, v6) {
-                add(
-                    FlowCategory::Wireguard,
-                    Side::Host(a),
-                    Side::Host(b),
-                    Protocol::UDP,
-                    port,
-                );
-            }
-        }
-        add(
-            FlowCategory::Bgp,
-            Side::Host(a),
-            Side::Host(b),
-            Protocol::TCP,
-            BGP_PORT,
-        );
-        if let Some(port) = engine.tunnels.vxlan_port {
-            add(
-                FlowCategory::Encapsulation,
-                Side::Host(a),
-                Side::Host(b),
-                Protocol::UDP,
-                port,
-            );
-        }
-        if engine.tunnels.ipip {
-            add(
-                FlowCategory::Encapsulation,
-                Side::Host(a),
-                Side::Host(b),
-                Protocol::IPIP,
-                0,
-            );
+        for (category, src, dst, protocol, port) in pair_flows {
+            self.add(category, src, dst, protocol, port);
         }
     }
-    out
 }
