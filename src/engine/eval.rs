@@ -9,7 +9,6 @@
 //! peer of the flow.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -138,6 +137,41 @@ impl Verdict {
     }
 }
 
+/// What one policy does with a flow.
+enum PolicyVerdict {
+    NoMatch,
+    /// A Pass rule matched: on to the next tier.
+    Pass,
+    Decided(Decider),
+}
+
+/// A hop no policy decides: allowed, for the reason `decider` gives.
+fn unpoliced_hop(kind: HopKind, decider: Decider) -> HopResult {
+    HopResult {
+        kind,
+        endpoint: None,
+        allowed: true,
+        decider,
+        trace: Vec::new(),
+    }
+}
+
+/// Which namespaces a rule's selector looks in, for a rule that missed on the namespace.
+fn namespace_scope(entity: &Entity, policy: &CompiledPolicy) -> String {
+    match &entity.namespace_selector {
+        Some(NamespaceSelector::Global) => {
+            "namespaceSelector global() only sees host endpoints".to_string()
+        }
+        Some(NamespaceSelector::Labels(s)) => {
+            format!("namespaceSelector {s} does not match its namespace")
+        }
+        None => format!(
+            "a NetworkPolicy's selector only sees pods in namespace {}",
+            policy.namespace.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
 /// Failsafe entries, parsed.
 #[derive(Debug, Clone, Default)]
 pub struct Failsafe {
@@ -235,6 +269,14 @@ enum End {
 }
 
 impl End {
+    /// The source's or the destination's of a pair.
+    fn of<T>(self, source: T, destination: T) -> T {
+        match self {
+            End::Source => source,
+            End::Destination => destination,
+        }
+    }
+
     fn word(self) -> &'static str {
         match self {
             End::Source => "source",
@@ -512,105 +554,85 @@ impl Engine {
     }
 
     fn run(&self, flow: &Flow, trace: bool) -> Verdict {
+        if let Some(hop) = self.between_hosts_without_policy(flow) {
+            return Verdict {
+                allowed: true,
+                hops: vec![hop],
+            };
+        }
         let net = &self.network;
         let src_node = net.side_node(flow.src);
         let dst_node = net.side_node(flow.dst);
         let same_node = src_node.is_some() && src_node == dst_node;
+        // Forwarded out of the source node and into the destination node, through the host
+        // endpoint that polices forwarded traffic there.
+        let forwarded = |kind, pod_side: Side, node: Option<usize>| match (pod_side, node) {
+            (Side::Pod(_), Some(node)) if !same_node => net.nodes[node]
+                .host_endpoint
+                .map(|hep| self.forward_hop(kind, hep, flow, trace)),
+            _ => None,
+        };
+        let steps: [&dyn Fn() -> Option<HopResult>; 4] = [
+            &|| self.source_hop(flow, same_node, trace),
+            &|| forwarded(HopKind::ForwardEgress, flow.src, src_node),
+            &|| forwarded(HopKind::ForwardIngress, flow.dst, dst_node),
+            &|| self.destination_hop(flow, trace),
+        ];
         let mut hops: Vec<HopResult> = Vec::with_capacity(4);
-        let push = |hops: &mut Vec<HopResult>, hop: HopResult| {
+        for step in steps {
+            let Some(hop) = step() else { continue };
             let allowed = hop.allowed;
             hops.push(hop);
-            allowed
-        };
-        let fixed = |kind, endpoint, allowed, decider| HopResult {
-            kind,
-            endpoint,
-            allowed,
-            decider,
-            trace: Vec::new(),
-        };
-
-        if let (Side::Host(a), Side::Host(b)) = (flow.src, flow.dst) {
-            if a != b && self.is_tunnel(flow) {
-                let hop = fixed(HopKind::DestinationIngress, None, true, Decider::Tunnel);
-                return Verdict {
-                    allowed: true,
-                    hops: vec![hop],
-                };
-            }
-            if a == b {
-                let hop = fixed(HopKind::DestinationIngress, None, true, Decider::SameHost);
-                return Verdict {
-                    allowed: true,
-                    hops: vec![hop],
-                };
-            }
-        }
-
-        // 1. The source.
-        let proceed = match flow.src {
-            Side::Pod(ep) => push(
-                &mut hops,
-                self.endpoint_hop(HopKind::SourceEgress, ep, flow, trace),
-            ),
-            Side::Host(node) => {
-                if same_node && matches!(flow.dst, Side::Pod(_)) {
-                    push(
-                        &mut hops,
-                        fixed(HopKind::SourceEgress, None, true, Decider::HostToLocalPod),
-                    )
-                } else {
-                    push(
-                        &mut hops,
-                        self.host_hop(HopKind::SourceEgress, node, flow, trace),
-                    )
-                }
-            }
-            Side::External(_) => true,
-        };
-        if !proceed {
-            return Verdict {
-                allowed: false,
-                hops,
-            };
-        }
-        // 2. Forwarded out of the source node.
-        if let (Side::Pod(_), Some(node), false) = (flow.src, src_node, same_node)
-            && let Some(hep) = net.nodes[node].host_endpoint
-        {
-            let hop = self.forward_hop(HopKind::ForwardEgress, hep, flow, trace);
-            if !push(&mut hops, hop) {
+            if !allowed {
                 return Verdict {
                     allowed: false,
                     hops,
                 };
             }
         }
-        // 3. Forwarded into the destination node.
-        if let (Side::Pod(_), Some(node), false) = (flow.dst, dst_node, same_node)
-            && let Some(hep) = net.nodes[node].host_endpoint
-        {
-            let hop = self.forward_hop(HopKind::ForwardIngress, hep, flow, trace);
-            if !push(&mut hops, hop) {
-                return Verdict {
-                    allowed: false,
-                    hops,
-                };
-            }
+        Verdict {
+            allowed: true,
+            hops,
         }
-        // 4. The destination.
-        let allowed = match flow.dst {
-            Side::Pod(ep) => push(
-                &mut hops,
-                self.endpoint_hop(HopKind::DestinationIngress, ep, flow, trace),
-            ),
-            Side::Host(node) => push(
-                &mut hops,
-                self.host_hop(HopKind::DestinationIngress, node, flow, trace),
-            ),
-            Side::External(_) => true,
+    }
+
+    /// Between two hosts, encapsulation Felix lets through; on one host, no policy at all.
+    fn between_hosts_without_policy(&self, flow: &Flow) -> Option<HopResult> {
+        let (Side::Host(a), Side::Host(b)) = (flow.src, flow.dst) else {
+            return None;
         };
-        Verdict { allowed, hops }
+        let decider = if a == b {
+            Decider::SameHost
+        } else if self.is_tunnel(flow) {
+            Decider::Tunnel
+        } else {
+            return None;
+        };
+        Some(unpoliced_hop(HopKind::DestinationIngress, decider))
+    }
+
+    /// Leaving the source: a pod's egress policy, or the host's (a host to its own pods is
+    /// not policed); nothing for an address outside the cluster.
+    fn source_hop(&self, flow: &Flow, same_node: bool, trace: bool) -> Option<HopResult> {
+        match flow.src {
+            Side::Pod(ep) => Some(self.endpoint_hop(HopKind::SourceEgress, ep, flow, trace)),
+            Side::Host(_) if same_node && matches!(flow.dst, Side::Pod(_)) => Some(unpoliced_hop(
+                HopKind::SourceEgress,
+                Decider::HostToLocalPod,
+            )),
+            Side::Host(node) => Some(self.host_hop(HopKind::SourceEgress, node, flow, trace)),
+            Side::External(_) => None,
+        }
+    }
+
+    /// Arriving at the destination: its ingress policy; nothing for an outside address.
+    fn destination_hop(&self, flow: &Flow, trace: bool) -> Option<HopResult> {
+        let kind = HopKind::DestinationIngress;
+        match flow.dst {
+            Side::Pod(ep) => Some(self.endpoint_hop(kind, ep, flow, trace)),
+            Side::Host(node) => Some(self.host_hop(kind, node, flow, trace)),
+            Side::External(_) => None,
+        }
     }
 
     fn is_tunnel(&self, flow: &Flow) -> bool {
@@ -731,65 +753,23 @@ impl Engine {
         }
         for group in groups {
             let mut passed = false;
-            'policies: for &pi in &group.policies {
-                let p = &self.policies[pi];
-                let mut rule_traces = Vec::new();
-                let mut outcome = String::from("no rule matched");
-                let mut decided = None;
-                for (ri, rule) in p.rules(ingress).iter().enumerate() {
-                    let result = self.rule_matches(rule, p, flow);
-                    if trace.is_some() {
-                        rule_traces.push(RuleTrace {
-                            index: ri + 1,
-                            action: format!("{:?}", rule.action),
-                            matched: result.is_ok(),
-                            reason: match result {
-                                Ok(()) => self.describe_match(rule, flow),
-                                Err(miss) => self.describe_miss(miss, rule, p, flow),
-                            },
-                        });
+            for &pi in &group.policies {
+                match self.policy_verdict(pi, ingress, flow, trace.as_deref_mut()) {
+                    PolicyVerdict::Decided(decider) => {
+                        let allowed = matches!(
+                            decider,
+                            Decider::Rule {
+                                action: Action::Allow,
+                                ..
+                            }
+                        );
+                        return Outcome::Decided(allowed, decider);
                     }
-                    if result.is_err() {
-                        continue;
+                    PolicyVerdict::Pass => {
+                        passed = true;
+                        break;
                     }
-                    match rule.action {
-                        Action::Log => continue,
-                        Action::Pass => {
-                            outcome = format!("rule {} passes to the next tier", ri + 1);
-                            passed = true;
-                        }
-                        action => {
-                            outcome = format!("rule {} decides: {action:?}", ri + 1);
-                            decided = Some(Decider::Rule {
-                                policy: pi,
-                                rule: ri,
-                                action,
-                            });
-                        }
-                    }
-                    break;
-                }
-                if let Some(t) = trace.as_deref_mut() {
-                    t.push(PolicyTrace {
-                        policy: p.display_name(),
-                        tier: p.tier.clone(),
-                        order: p.order,
-                        rules: rule_traces,
-                        outcome,
-                    });
-                }
-                if let Some(decider) = decided {
-                    let allowed = matches!(
-                        decider,
-                        Decider::Rule {
-                            action: Action::Allow,
-                            ..
-                        }
-                    );
-                    return Outcome::Decided(allowed, decider);
-                }
-                if passed {
-                    break 'policies;
+                    PolicyVerdict::NoMatch => {}
                 }
             }
             let tier = &self.tiers[group.tier];
@@ -804,6 +784,63 @@ impl Engine {
             }
         }
         Outcome::PassedAll
+    }
+
+    /// One policy's rules in order: the first that matches and is not a Log rule decides or
+    /// passes; with `trace`, every rule considered is recorded.
+    fn policy_verdict(
+        &self,
+        pi: usize,
+        ingress: bool,
+        flow: &Flow,
+        trace: Option<&mut Vec<PolicyTrace>>,
+    ) -> PolicyVerdict {
+        let p = &self.policies[pi];
+        let mut rule_traces = Vec::new();
+        let mut outcome = String::from("no rule matched");
+        let mut verdict = PolicyVerdict::NoMatch;
+        for (ri, rule) in p.rules(ingress).iter().enumerate() {
+            let result = self.rule_matches(rule, p, flow);
+            if trace.is_some() {
+                rule_traces.push(RuleTrace {
+                    index: ri + 1,
+                    action: format!("{:?}", rule.action),
+                    matched: result.is_ok(),
+                    reason: match result {
+                        Ok(()) => self.describe_match(rule, flow),
+                        Err(miss) => self.describe_miss(miss, rule, p, flow),
+                    },
+                });
+            }
+            if result.is_err() || rule.action == Action::Log {
+                continue;
+            }
+            (outcome, verdict) = match rule.action {
+                Action::Pass => (
+                    format!("rule {} passes to the next tier", ri + 1),
+                    PolicyVerdict::Pass,
+                ),
+                action => (
+                    format!("rule {} decides: {action:?}", ri + 1),
+                    PolicyVerdict::Decided(Decider::Rule {
+                        policy: pi,
+                        rule: ri,
+                        action,
+                    }),
+                ),
+            };
+            break;
+        }
+        if let Some(t) = trace {
+            t.push(PolicyTrace {
+                policy: p.display_name(),
+                tier: p.tier.clone(),
+                order: p.order,
+                rules: rule_traces,
+                outcome,
+            });
+        }
+        verdict
     }
 
     fn rule_matches(
@@ -962,117 +999,73 @@ impl Engine {
         flow: &Flow,
     ) -> String {
         let net = &self.network;
-        let side_of = |end: End| match end {
-            End::Source => flow.src,
-            End::Destination => flow.dst,
-        };
-        let entity_of = |end: End| match end {
-            End::Source => &rule.source,
-            End::Destination => &rule.destination,
-        };
-        let who = |end: End| {
-            let side = side_of(end);
-            match net.side_endpoint(side) {
-                Some(ep) => net.endpoints[ep].display(),
-                None => net.side_name(side),
-            }
-        };
-        let mut out = String::new();
+        let side_of = |end: End| end.of(flow.src, flow.dst);
+        let entity_of = |end: End| end.of(&rule.source, &rule.destination);
+        let who = |end: End| net.side_display(side_of(end));
         match miss {
-            Miss::Invalid => out.push_str(rule.invalid.as_deref().unwrap_or("invalid rule")),
-            Miss::IpVersion => {
-                let _ = write!(
-                    out,
-                    "ipVersion {} does not match",
-                    rule.ip_version.unwrap_or_default()
-                );
-            }
-            Miss::Protocol => {
-                let _ = write!(
-                    out,
-                    "protocol {} is not {}",
-                    rule.protocol.map(|p| p.to_string()).unwrap_or_default(),
-                    flow.protocol
-                );
-            }
-            Miss::NotProtocol => {
-                let _ = write!(out, "notProtocol excludes {}", flow.protocol);
-            }
+            Miss::Invalid => rule
+                .invalid
+                .as_deref()
+                .unwrap_or("invalid rule")
+                .to_string(),
+            Miss::IpVersion => format!(
+                "ipVersion {} does not match",
+                rule.ip_version.unwrap_or_default()
+            ),
+            Miss::Protocol => format!(
+                "protocol {} is not {}",
+                rule.protocol.map(|p| p.to_string()).unwrap_or_default(),
+                flow.protocol
+            ),
+            Miss::NotProtocol => format!("notProtocol excludes {}", flow.protocol),
             Miss::SourcePorts => {
-                out.push_str("source ports are ephemeral: not matched for a NEW connection")
+                "source ports are ephemeral: not matched for a NEW connection".to_string()
             }
-            Miss::Ports(end) => {
-                let _ = write!(
-                    out,
-                    "{} ports {:?} do not include {}",
-                    end.word(),
-                    entity_of(end).ports,
-                    flow
-                );
-            }
-            Miss::NotPorts(end) => {
-                let _ = write!(out, "{} notPorts exclude {flow}", end.word());
-            }
+            Miss::Ports(end) => format!(
+                "{} ports {:?} do not include {flow}",
+                end.word(),
+                entity_of(end).ports
+            ),
+            Miss::NotPorts(end) => format!("{} notPorts exclude {flow}", end.word()),
             Miss::Nets(end) => {
                 let nets: Vec<String> = entity_of(end)
                     .nets
                     .iter()
                     .map(ToString::to_string)
                     .collect();
-                let _ = write!(
-                    out,
-                    "{} address {} is not in {}",
+                let address = net
+                    .side_ip(side_of(end))
+                    .map_or("unknown".into(), |i| i.to_string());
+                format!(
+                    "{} address {address} is not in {}",
                     end.word(),
-                    net.side_ip(side_of(end))
-                        .map(|i| i.to_string())
-                        .unwrap_or("unknown".into()),
                     nets.join(", ")
-                );
+                )
             }
-            Miss::NotNets(end) => {
-                let _ = write!(out, "{} address is in notNets", end.word());
-            }
-            Miss::NotAnEndpoint(end) => {
-                let _ = write!(
-                    out,
-                    "{} {} is not a Calico endpoint, so no selector matches it",
-                    end.word(),
-                    net.side_name(side_of(end))
-                );
-            }
+            Miss::NotNets(end) => format!("{} address is in notNets", end.word()),
+            Miss::NotAnEndpoint(end) => format!(
+                "{} {} is not a Calico endpoint, so no selector matches it",
+                end.word(),
+                net.side_name(side_of(end))
+            ),
             Miss::Namespace(end) => {
-                let scope = match &entity_of(end).namespace_selector {
-                    Some(NamespaceSelector::Global) => {
-                        "namespaceSelector global() only sees host endpoints".to_string()
-                    }
-                    Some(NamespaceSelector::Labels(s)) => {
-                        format!("namespaceSelector {s} does not match its namespace")
-                    }
-                    None => format!(
-                        "a NetworkPolicy's selector only sees pods in namespace {}",
-                        p.namespace.as_deref().unwrap_or_default()
-                    ),
-                };
-                let _ = write!(out, "{} {}: {scope}", end.word(), who(end));
+                let scope = namespace_scope(entity_of(end), p);
+                format!("{} {}: {scope}", end.word(), who(end))
             }
             Miss::Selector(end) => {
-                let s = entity_of(end)
+                let selector = entity_of(end)
                     .selector
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_default();
-                let _ = write!(
-                    out,
-                    "{} selector {s} does not match {}",
+                format!(
+                    "{} selector {selector} does not match {}",
                     end.word(),
                     who(end)
-                );
+                )
             }
-            Miss::NotSelector(end) => {
-                let _ = write!(out, "{} {} matches notSelector", end.word(), who(end));
-            }
+            Miss::NotSelector(end) => format!("{} {} matches notSelector", end.word(), who(end)),
         }
-        out
     }
 
     /// One line: what decided a hop.

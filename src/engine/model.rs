@@ -184,6 +184,14 @@ impl Network {
         }
     }
 
+    /// The endpoint policy sees at `side` (a host's by its host endpoint), else the side's name.
+    pub fn side_display(&self, side: Side) -> String {
+        match self.side_endpoint(side) {
+            Some(ep) => self.endpoints[ep].display(),
+            None => self.side_name(side),
+        }
+    }
+
     pub fn side_node(&self, side: Side) -> Option<usize> {
         match side {
             Side::Host(node) => Some(node),
