@@ -13,6 +13,7 @@ use crate::stages::{
     DesiredObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, StageId, object_display_name,
 };
 
+/// What kind of write a change is, without its objects: for the diff header and RBAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChangeKind {
@@ -38,21 +39,35 @@ impl ChangeKind {
     }
 }
 
-/// One write, fully prepared: what is there now and exactly what will be sent.
-#[derive(Debug, Clone, Serialize)]
+/// One write, fully prepared: which object, and what its [`Action`] does to it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    pub kind: ChangeKind,
     pub stage: StageId,
     pub object_kind: CalicoKind,
     pub namespace: Option<String>,
     pub name: String,
-    /// The live object (None for a create).
-    pub before: Option<Value>,
-    /// The body to send: a full object for create/update/adopt, the patch for a patch,
-    /// None for a delete.
-    pub body: Option<Value>,
-    /// What the object will look like afterwards (for the diff and the journal).
-    pub after: Option<Value>,
+    pub action: Action,
+}
+
+/// What is there now (`before`, the live object) and what will be there afterwards (`after`,
+/// for the diff and the journal); each write has exactly the objects it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The object does not exist; `after` is sent as is.
+    Create { after: Value },
+    /// Ours, but someone changed it: `after` replaces it (with the live resourceVersion, so a
+    /// concurrent edit conflicts instead of being overwritten).
+    Update { before: Value, after: Value },
+    /// Same name, made by hand: replaced like an update and becomes ours after confirmation.
+    Adopt { before: Value, after: Value },
+    /// A merge patch (KubeControllersConfiguration): `patch` is sent, `after` is the result.
+    Patch {
+        before: Value,
+        patch: Value,
+        after: Value,
+    },
+    /// Deleted, guarded by `before`'s resourceVersion.
+    Delete { before: Value },
 }
 
 impl Change {
@@ -60,9 +75,48 @@ impl Change {
         object_display_name(self.object_kind, self.namespace.as_deref(), &self.name)
     }
 
+    pub fn kind(&self) -> ChangeKind {
+        match self.action {
+            Action::Create { .. } => ChangeKind::Create,
+            Action::Update { .. } => ChangeKind::Update,
+            Action::Adopt { .. } => ChangeKind::Adopt,
+            Action::Patch { .. } => ChangeKind::Patch,
+            Action::Delete { .. } => ChangeKind::Delete,
+        }
+    }
+
+    /// The live object; None for a create.
+    pub fn before(&self) -> Option<&Value> {
+        match &self.action {
+            Action::Create { .. } => None,
+            Action::Update { before, .. }
+            | Action::Adopt { before, .. }
+            | Action::Patch { before, .. }
+            | Action::Delete { before } => Some(before),
+        }
+    }
+
+    /// The object as it will be; None after a delete.
+    pub fn after(&self) -> Option<&Value> {
+        match &self.action {
+            Action::Create { after }
+            | Action::Update { after, .. }
+            | Action::Adopt { after, .. }
+            | Action::Patch { after, .. } => Some(after),
+            Action::Delete { .. } => None,
+        }
+    }
+
+    /// What is sent: the whole object, the patch for a patch; None for a delete.
+    pub fn body(&self) -> Option<&Value> {
+        match &self.action {
+            Action::Patch { patch, .. } => Some(patch),
+            _ => self.after(),
+        }
+    }
+
     pub fn resource_version(&self) -> Option<&str> {
-        self.before
-            .as_ref()
+        self.before()
             .and_then(|b| b.pointer("/metadata/resourceVersion"))
             .and_then(Value::as_str)
     }
@@ -106,25 +160,26 @@ pub fn object_state(desired: &DesiredObject, live: Option<&Value>) -> ObjectStat
 /// The change that brings `live` to `desired`, or None when nothing is to do.
 pub fn change_for(desired: &DesiredObject, live: Option<&Value>) -> Option<Change> {
     let state = object_state(desired, live);
-    let kind = match (state, live) {
+    let action = match (state, live) {
         (ObjectState::Applied, _) => return None,
-        (ObjectState::Missing, _) => ChangeKind::Create,
-        (_, Some(live)) if is_managed(live) => ChangeKind::Update,
-        _ => ChangeKind::Adopt,
-    };
-    let body = match live {
-        None => desired.manifest.clone(),
-        Some(live) => updated_object(live, &desired.manifest),
+        (_, None) => Action::Create {
+            after: desired.manifest.clone(),
+        },
+        (_, Some(live)) => {
+            let (before, after) = (live.clone(), updated_object(live, &desired.manifest));
+            if is_managed(live) {
+                Action::Update { before, after }
+            } else {
+                Action::Adopt { before, after }
+            }
+        }
     };
     Some(Change {
-        kind,
         stage: desired.stage,
         object_kind: desired.kind,
         namespace: desired.namespace.clone(),
         name: desired.name.clone(),
-        before: live.cloned(),
-        after: Some(body.clone()),
-        body: Some(body),
+        action,
     })
 }
 
@@ -154,7 +209,6 @@ fn updated_object(live: &Value, desired: &Value) -> Value {
 
 pub fn delete_change(stage: StageId, kind: CalicoKind, live: &Value) -> Change {
     Change {
-        kind: ChangeKind::Delete,
         stage,
         object_kind: kind,
         namespace: live
@@ -166,9 +220,9 @@ pub fn delete_change(stage: StageId, kind: CalicoKind, live: &Value) -> Change {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        before: Some(live.clone()),
-        body: None,
-        after: None,
+        action: Action::Delete {
+            before: live.clone(),
+        },
     }
 }
 
@@ -185,7 +239,6 @@ pub fn patch_change(
         return None;
     }
     Some(Change {
-        kind: ChangeKind::Patch,
         stage,
         object_kind: kind,
         namespace: None,
@@ -194,9 +247,11 @@ pub fn patch_change(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        before: Some(live.clone()),
-        body: Some(patch),
-        after: Some(after),
+        action: Action::Patch {
+            before: live.clone(),
+            patch,
+            after,
+        },
     })
 }
 
@@ -302,8 +357,8 @@ mod tests {
     fn missing_object_is_created() {
         let d = desired(StageId::Localhost);
         let change = change_for(&d, None).unwrap();
-        assert_eq!(change.kind, ChangeKind::Create);
-        assert_eq!(change.body.as_ref(), Some(&d.manifest));
+        assert_eq!(change.kind(), ChangeKind::Create);
+        assert_eq!(change.body(), Some(&d.manifest));
     }
 
     #[test]
@@ -323,8 +378,8 @@ mod tests {
         live["spec"]["order"] = json!(5);
         live["metadata"]["labels"]["team"] = json!("net");
         let change = change_for(&d, Some(&live)).unwrap();
-        assert_eq!(change.kind, ChangeKind::Update);
-        let body = change.body.unwrap();
+        assert_eq!(change.kind(), ChangeKind::Update);
+        let body = change.body().unwrap();
         assert_eq!(body["metadata"]["resourceVersion"], "42");
         assert_eq!(body["metadata"]["labels"]["team"], "net");
         assert_eq!(body["spec"]["order"], 1001);
@@ -336,7 +391,10 @@ mod tests {
         let mut live = live_from(&d);
         live["metadata"]["labels"] = json!({});
         assert_eq!(object_state(&d, Some(&live)), ObjectState::AppliedByHand);
-        assert_eq!(change_for(&d, Some(&live)).unwrap().kind, ChangeKind::Adopt);
+        assert_eq!(
+            change_for(&d, Some(&live)).unwrap().kind(),
+            ChangeKind::Adopt
+        );
     }
 
     #[test]

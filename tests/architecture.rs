@@ -5,6 +5,7 @@
 //!   command line;
 //! - only the command line and the commands name `crate::cli`;
 //! - no two source files depend on each other, directly or around a longer loop.
+//! - only `cluster` calls the API's write verbs: every change goes through one write path.
 //!
 //! A dependency is any `crate::`, `super::` or `self::` path outside comments and string literals
 //! (`use` trees with braces included), resolved to the deepest module file it names. A parent
@@ -469,6 +470,95 @@ fn cycles(graph: &BTreeMap<Module, BTreeMap<Module, String>>) -> Vec<Vec<Module>
             unreachable!("a strongly connected component loops back to its start")
         })
         .collect()
+}
+
+/// The API's verbs that send objects to the server (`cluster::api::Api`). Only `cluster` calls
+/// them, through its one write path (`cluster::write`) and its reviews (`cluster::access`).
+const WRITE_VERBS: &[&str] = &["create", "replace", "merge_patch", "delete", "post"];
+
+/// Calls of the API's write verbs outside `cluster`, and declarations in `cluster::api` that
+/// would let anything outside `cluster` call them.
+fn raw_writes(files: &[SourceFile]) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        // Whitespace out, so a call split over lines (`.api\n.create(`) is one string.
+        let code: String = code_only(&file.text)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let file_name = file.path.display();
+        for verb in WRITE_VERBS {
+            if render(&file.module) == "cluster::api" {
+                for declaration in [format!("pubfn{verb}("), format!("pubasyncfn{verb}(")] {
+                    if code.contains(&declaration) {
+                        found.push(format!(
+                            "{file_name}: Api::{verb} is pub; the API's verbs stay private to cluster (pub(super))"
+                        ));
+                    }
+                }
+            }
+            if within(&file.module, "cluster") {
+                continue;
+            }
+            let call = format!("api.{verb}(");
+            let calls = code
+                .match_indices(&call)
+                .any(|(at, _)| code[..at].chars().next_back().is_none_or(|c| !is_ident(c)));
+            if calls || code.contains(&format!("Api::{verb}(")) {
+                found.push(format!(
+                    "{file_name}: calls the API's {verb} directly; changes go through the Transaction and cluster::write"
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn only_the_cluster_layer_sends_writes() {
+    let found = raw_writes(&source_files());
+    assert!(
+        found.is_empty(),
+        "a second write path:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn a_write_outside_the_cluster_layer_is_reported() {
+    let files = synthetic(&[
+        (
+            "journal/store.rs",
+            "fn f(c: &Cluster) { c.api\n    .merge_patch(p, b); // c.api.delete(x)\n let s = \"api.create(\"; }",
+        ),
+        (
+            "commands/x.rs",
+            "fn g(api: &Api) { api.replace(p); Api::delete(a); my_api.create(b); }",
+        ),
+        (
+            "cluster/write.rs",
+            "fn h(&self) { self.cluster.api.create(p, b) }",
+        ),
+        (
+            "cluster/api.rs",
+            "impl Api { pub async fn create(&self) {} pub(super) async fn delete(&self) {} }",
+        ),
+    ]);
+    let found = raw_writes(&files);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    for (file, verb) in [
+        ("src/journal/store.rs", "merge_patch"),
+        ("src/commands/x.rs", "replace"),
+        ("src/commands/x.rs", "delete"),
+        ("src/cluster/api.rs", "Api::create is pub"),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with(file) && f.contains(verb)),
+            "{file} {verb}: {found:#?}"
+        );
+    }
 }
 
 #[test]

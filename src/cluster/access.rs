@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::Cluster;
 use super::errors::Target;
-use crate::error::{Error, Result};
+use crate::error::{ClusterCause, Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Permission {
@@ -103,21 +103,24 @@ pub async fn require(cluster: &Cluster, mut permissions: Vec<Permission>) -> Res
     if denied.is_empty() {
         return Ok(());
     }
+    let message = format!(
+        "forbidden: user {} may not {}; nothing was changed",
+        cluster.kubeconfig_user,
+        denied
+            .iter()
+            .map(|p| p.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Err(Error::Cluster {
         context: "check permissions before changing anything".into(),
-        message: format!(
-            "forbidden: user {} may not {}; nothing was changed",
-            cluster.kubeconfig_user,
-            denied
-                .iter()
-                .map(|p| p.describe())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        // What the server's SelfSubjectAccessReviews answered, as the 403 the writes would get.
+        cause: ClusterCause::Status(Box::new(
+            kube::core::Status::failure(&message, "Forbidden").with_code(403),
+        )),
         hint: Some(format!(
             "check with `{}`; `kubectl calico-harden rbac` prints the role this tool needs",
             denied[0].can_i()
         )),
-        status: Some(403),
     })
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::errors::{Target, api_error, describe};
+use super::errors::{Target, api_error, transport_error};
 use crate::calico::policy::{API_VERSION, CalicoKind};
 use crate::error::{Error, Result};
 
@@ -123,7 +123,7 @@ impl Api {
                     tracing::debug!(error = %err, "transport error, retrying");
                     None
                 }
-                Err(err) => return Err(describe(&target.describe(), err)),
+                Err(err) => return Err(transport_error(target, err)),
             };
             let backoff =
                 retry_after.unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt - 1)));
@@ -133,11 +133,11 @@ impl Api {
     }
 
     fn parse(text: &str, target: &Target) -> Result<Value> {
-        serde_json::from_str(text).map_err(|e| Error::Cluster {
-            context: target.describe(),
-            message: format!("the server's answer is not JSON: {e}"),
-            hint: None,
-            status: None,
+        serde_json::from_str(text).map_err(|e| {
+            Error::unreadable(
+                target.describe(),
+                format!("the server's answer is not JSON: {e}"),
+            )
         })
     }
 
@@ -193,11 +193,11 @@ impl Api {
                 .send(Method::GET, &uri, None, None, target, true)
                 .await?
             {
-                Outcome::Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Cluster {
-                    context: target.describe(),
-                    message: format!("the server's answer is not a list: {e}"),
-                    hint: None,
-                    status: None,
+                Outcome::Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                    Error::unreadable(
+                        target.describe(),
+                        format!("the server's answer is not a list: {e}"),
+                    )
                 })?,
                 Outcome::NotFound => return Ok(false),
             };
@@ -229,7 +229,7 @@ impl Api {
         }
     }
 
-    pub async fn create(
+    pub(super) async fn create(
         &self,
         path: &str,
         body: &Value,
@@ -248,7 +248,7 @@ impl Api {
     }
 
     /// PUT with the body's metadata.resourceVersion: a concurrent change answers 409.
-    pub async fn replace(
+    pub(super) async fn replace(
         &self,
         path: &str,
         body: &Value,
@@ -259,7 +259,7 @@ impl Api {
             .await
     }
 
-    pub async fn merge_patch(
+    pub(super) async fn merge_patch(
         &self,
         path: &str,
         patch: &Value,
@@ -279,7 +279,7 @@ impl Api {
 
     /// DELETE guarded by the resourceVersion we read, so a concurrent edit answers 409.
     /// Returns false when the object was already gone.
-    pub async fn delete(
+    pub(super) async fn delete(
         &self,
         path: &str,
         resource_version: Option<&str>,
@@ -309,7 +309,7 @@ impl Api {
     }
 
     /// POST a review-style object (SelfSubjectReview, SelfSubjectAccessReview).
-    pub async fn post(&self, path: &str, body: &Value, target: &Target) -> Result<Option<Value>> {
+    pub(super) async fn post(&self, path: &str, body: &Value, target: &Target) -> Result<Option<Value>> {
         match self
             .send(
                 Method::POST,

@@ -1,6 +1,6 @@
 //! Turn API errors into one clear line plus a hint that says what to do next.
 
-use crate::error::Error;
+use crate::error::{ClusterCause, Error};
 
 /// The request that failed, for the message and the `kubectl auth can-i` hint.
 #[derive(Debug, Clone)]
@@ -34,45 +34,15 @@ impl Target {
     }
 }
 
-pub fn describe(context: &str, err: kube::Error) -> Error {
-    let context = context.to_string();
-    match err {
-        kube::Error::Api(status) => {
-            let message = if status.message.is_empty() {
-                status.reason.clone()
-            } else {
-                status.message.clone()
-            };
-            Error::Cluster {
-                context,
-                message,
-                hint: None,
-                status: Some(status.code),
-            }
-        }
-        other => Error::Cluster {
-            context,
-            message: transport_message(&other),
-            hint: Some(
-                "check that the API server is reachable with `kubectl cluster-info` (wrong --context, VPN down, or an expired credential)".into(),
-            ),
-            status: None,
-        },
+/// A request on `target` that got no answer: kube's transport error, kept whole.
+pub fn transport_error(target: &Target, err: kube::Error) -> Error {
+    Error::Cluster {
+        context: target.describe(),
+        cause: ClusterCause::Transport(Box::new(err)),
+        hint: Some(
+            "check that the API server is reachable with `kubectl cluster-info` (wrong --context, VPN down, or an expired credential)".into(),
+        ),
     }
-}
-
-/// kube's transport errors nest the useful part several sources deep; keep the chain short.
-fn transport_message(err: &kube::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = inner.source();
-    }
-    parts.join(": ")
 }
 
 /// The namespace a 404 says is missing: writing into a namespace that does not exist answers
@@ -109,12 +79,6 @@ fn forbidden_hint(target: &Target) -> String {
 
 /// An API error for a request on `target`, with the hint that fits its status code.
 pub fn api_error(target: &Target, status: &kube::core::Status) -> Error {
-    let context = target.describe();
-    let message = if status.message.is_empty() {
-        format!("{} ({})", status.reason, status.code)
-    } else {
-        status.message.clone()
-    };
     let hint = match status.code {
         401 => Some("the credentials were rejected: log in again or pick another --context".to_string()),
         403 => Some(forbidden_hint(target)),
@@ -146,9 +110,8 @@ pub fn api_error(target: &Target, status: &kube::core::Status) -> Error {
         _ => None,
     };
     Error::Cluster {
-        context: context.clone(),
-        message,
+        context: target.describe(),
+        cause: ClusterCause::Status(Box::new(status.clone())),
         hint,
-        status: Some(status.code),
     }
 }

@@ -39,6 +39,42 @@ pub struct Cluster {
     pub kubeconfig_user: String,
 }
 
+impl Cluster {
+    /// Who is running this: the server's answer where it supports SelfSubjectReview.
+    pub async fn whoami(&self) -> String {
+        let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+        let target = errors::Target {
+            verb: "create",
+            resource: "selfsubjectreviews.authentication.k8s.io".into(),
+            namespace: None,
+            name: None,
+        };
+        match self
+            .api
+            .post(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                &review,
+                &target,
+            )
+            .await
+        {
+            Ok(Some(answer)) => answer
+                .pointer("/status/userInfo/username")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| self.kubeconfig_user.clone()),
+            Ok(None) => self.kubeconfig_user.clone(),
+            Err(err) => {
+                tracing::warn!(
+                    "cannot create selfsubjectreviews.authentication.k8s.io ({err}); recording the kubeconfig user"
+                );
+                self.kubeconfig_user.clone()
+            }
+        }
+    }
+
+}
+
 /// Read the kubeconfig the way kubectl does: --kubeconfig, else the $KUBECONFIG list merged,
 /// else ~/.kube/config.
 pub fn load_kubeconfig(path: Option<&PathBuf>) -> Result<Kubeconfig> {

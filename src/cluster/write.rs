@@ -1,12 +1,14 @@
-//! The single write path. Every change any command makes goes through [`Writer::apply`], which
-//! is where the journal records it and where dry-run modes are honoured.
+//! The single write path. Every change to a Calico object goes through [`Writer::apply`], where
+//! dry-run modes are honoured; the history's ConfigMaps go through [`ConfigMaps`]. The API's
+//! verbs (create, replace, patch, delete) are private to `cluster`: nothing else can write.
 
 use serde_json::Value;
 
 use super::Cluster;
 use super::api::{calico_path, calico_target};
+use super::errors::Target;
 use crate::error::Result;
-use crate::plan::{Change, ChangeKind};
+use crate::plan::{Action, Change};
 
 /// `--dry-run`: `client` sends nothing, `server` asks the API server to validate without
 /// persisting, `none` writes. Derives clap's `ValueEnum` so the command line takes these names.
@@ -36,11 +38,9 @@ impl<'a> Writer<'a> {
     /// lost on the way back and retried. Anything else stays a conflict, never a clobber.
     pub async fn apply(&self, change: &Change) -> Result<Option<Value>> {
         match self.send(change).await {
-            Err(err) if err.status() == Some(409) && self.dry_run == DryRun::None => {
+            Err(err) if err.is_conflict() && self.dry_run == DryRun::None => {
                 match self.live(change).await? {
-                    Some(live)
-                        if crate::journal::same_essence(Some(&live), change.after.as_ref()) =>
-                    {
+                    Some(live) if crate::journal::same_essence(Some(&live), change.after()) => {
                         tracing::info!(object = %change.display_name(), "already as intended after a retried write");
                         Ok(Some(live))
                     }
@@ -65,33 +65,113 @@ impl<'a> Writer<'a> {
 
     async fn send(&self, change: &Change) -> Result<Option<Value>> {
         if self.dry_run == DryRun::Client {
-            return Ok(change.after.clone());
+            return Ok(change.after().cloned());
         }
         let server_dry_run = self.dry_run == DryRun::Server;
         let (kind, ns) = (change.object_kind, change.namespace.as_deref());
         let name = Some(change.name.as_str());
-        let target = calico_target(change.kind.verb(), kind, ns, name);
-        let collection = change.kind == ChangeKind::Create;
-        let path = calico_path(kind, ns, if collection { None } else { name });
+        let target = calico_target(change.kind().verb(), kind, ns, name);
+        let object_path = calico_path(kind, ns, name);
         let api = &self.cluster.api;
-        let body = || change.body.as_ref().expect("only a delete has no body");
-        match change.kind {
-            ChangeKind::Create => api
-                .create(&path, body(), server_dry_run, &target)
+        match &change.action {
+            Action::Create { after } => api
+                .create(&calico_path(kind, ns, None), after, server_dry_run, &target)
                 .await
                 .map(Some),
-            ChangeKind::Update | ChangeKind::Adopt => api
-                .replace(&path, body(), server_dry_run, &target)
+            Action::Update { after, .. } | Action::Adopt { after, .. } => api
+                .replace(&object_path, after, server_dry_run, &target)
                 .await
                 .map(Some),
-            ChangeKind::Patch => api
-                .merge_patch(&path, body(), server_dry_run, &target)
+            Action::Patch { patch, .. } => api
+                .merge_patch(&object_path, patch, server_dry_run, &target)
                 .await
                 .map(Some),
-            ChangeKind::Delete => api
-                .delete(&path, change.resource_version(), server_dry_run, &target)
+            Action::Delete { .. } => api
+                .delete(
+                    &object_path,
+                    change.resource_version(),
+                    server_dry_run,
+                    &target,
+                )
                 .await
                 .map(|_| None),
         }
+    }
+}
+
+/// The history's ConfigMaps in one namespace: besides the Calico objects, the only objects this
+/// tool writes (`journal::store` decides what they hold). Never a dry run: dry runs write no
+/// history.
+pub struct ConfigMaps<'a> {
+    cluster: &'a Cluster,
+    namespace: String,
+}
+
+impl<'a> ConfigMaps<'a> {
+    pub fn new(cluster: &'a Cluster, namespace: &str) -> Self {
+        Self {
+            cluster,
+            namespace: namespace.to_string(),
+        }
+    }
+
+    fn path(&self, name: Option<&str>) -> String {
+        let collection = format!("/api/v1/namespaces/{}/configmaps", self.namespace);
+        match name {
+            Some(name) => format!("{collection}/{name}"),
+            None => collection,
+        }
+    }
+
+    fn target(&self, verb: &'static str, name: Option<&str>) -> Target {
+        Target {
+            verb,
+            resource: "configmaps".into(),
+            namespace: Some(self.namespace.clone()),
+            name: name.map(str::to_string),
+        }
+    }
+
+    /// Every ConfigMap with these labels.
+    pub async fn list(&self, label_selector: &str) -> Result<Vec<Value>> {
+        let target = self.target("list", None);
+        let path = self.path(None);
+        let items = self.cluster.api.list(&path, Some(label_selector), &target);
+        Ok(items.await?.unwrap_or_default())
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<Value>> {
+        let target = self.target("get", Some(name));
+        self.cluster.api.get(&self.path(Some(name)), &target).await
+    }
+
+    /// Create `body` (named in its metadata); an existing one answers a conflict (409).
+    pub async fn create(&self, body: &Value) -> Result<Value> {
+        let name = body.pointer("/metadata/name").and_then(Value::as_str);
+        let target = self.target("create", name);
+        self.cluster
+            .api
+            .create(&self.path(None), body, false, &target)
+            .await
+    }
+
+    pub async fn merge_patch(&self, name: &str, patch: &Value) -> Result<()> {
+        let target = self.target("patch", Some(name));
+        let path = self.path(Some(name));
+        self.cluster
+            .api
+            .merge_patch(&path, patch, false, &target)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let target = self.target("delete", Some(name));
+        let path = self.path(Some(name));
+        self.cluster
+            .api
+            .delete(&path, None, false, &target)
+            .await
+            .map(|_| ())
     }
 }

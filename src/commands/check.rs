@@ -108,57 +108,68 @@ fn verdict_word(printer: &Printer, allowed: bool) -> String {
 }
 
 fn render_table(printer: &Printer, report: &FlowReport) -> String {
-    let mut out = String::new();
-    let after_title = report.after.map(|s| format!("AFTER {s}").to_uppercase());
     if report.flows.len() <= ROWS_BEFORE_GROUPING {
-        let width = report
-            .flows
-            .iter()
-            .map(|f| f.label().len())
-            .max()
-            .unwrap_or(10)
-            .max(4)
-            + 2;
-        let category_width = report
-            .flows
-            .iter()
-            .map(|f| f.title.len())
-            .max()
-            .unwrap_or(10)
-            + 2;
-        let header = match &after_title {
-            Some(_) => format!(
-                "{:<category_width$}{:<width$}{:<9}{:<9}DECIDED BY",
-                "CRITICAL FLOW", "PATH", "NOW", "AFTER"
-            ),
-            None => format!(
-                "{:<category_width$}{:<width$}{:<9}DECIDED BY",
-                "CRITICAL FLOW", "PATH", "NOW"
-            ),
-        };
-        out.push_str(&printer.paint(Tone::Bold, &header));
-        if let Some(after) = after_title {
-            out.push_str(&format!("   ({after})"));
-        }
-        out.push('\n');
-        for f in &report.flows {
-            let decided = f.after.as_ref().unwrap_or(&f.now);
-            let after = f
-                .after
-                .as_ref()
-                .map(|a| format!("{}  ", verdict_word(printer, a.allowed)))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "{:<category_width$}{:<width$}{}  {after}{}\n",
-                f.title,
-                f.label(),
-                verdict_word(printer, f.now.allowed),
-                decided.decided_by
-            ));
-        }
-        return out;
+        flow_table(printer, report)
+    } else {
+        let mut out = grouped_table(printer, report);
+        out.push_str(&lost_flows(report));
+        out
     }
-    // Grouped: one line per category and protocol with counts, then every lost flow.
+}
+
+/// One line per flow: what it is, its path, the verdict now (and after), what decided.
+fn flow_table(printer: &Printer, report: &FlowReport) -> String {
+    let after_title = report.after.map(|s| format!("AFTER {s}").to_uppercase());
+    let width = report
+        .flows
+        .iter()
+        .map(|f| f.label().len())
+        .max()
+        .unwrap_or(10)
+        .max(4)
+        + 2;
+    let category_width = report
+        .flows
+        .iter()
+        .map(|f| f.title.len())
+        .max()
+        .unwrap_or(10)
+        + 2;
+    let header = match &after_title {
+        Some(_) => format!(
+            "{:<category_width$}{:<width$}{:<9}{:<9}DECIDED BY",
+            "CRITICAL FLOW", "PATH", "NOW", "AFTER"
+        ),
+        None => format!(
+            "{:<category_width$}{:<width$}{:<9}DECIDED BY",
+            "CRITICAL FLOW", "PATH", "NOW"
+        ),
+    };
+    let mut out = printer.paint(Tone::Bold, &header);
+    if let Some(after) = after_title {
+        out.push_str(&format!("   ({after})"));
+    }
+    out.push('\n');
+    for f in &report.flows {
+        let decided = f.after.as_ref().unwrap_or(&f.now);
+        let after = f
+            .after
+            .as_ref()
+            .map(|a| format!("{}  ", verdict_word(printer, a.allowed)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<category_width$}{:<width$}{}  {after}{}\n",
+            f.title,
+            f.label(),
+            verdict_word(printer, f.now.allowed),
+            decided.decided_by
+        ));
+    }
+    out
+}
+
+/// One line per category and protocol with counts, for reports too long to list.
+fn grouped_table(printer: &Printer, report: &FlowReport) -> String {
     let mut groups: Vec<(&str, &str, usize, usize, usize)> = Vec::new();
     for f in &report.flows {
         let after_denied = usize::from(f.denied_in_the_end());
@@ -175,13 +186,13 @@ fn render_table(printer: &Printer, report: &FlowReport) -> String {
             None => groups.push((f.title, &f.protocol, 1, now_denied, after_denied)),
         }
     }
-    out.push_str(&printer.paint(
+    let mut out = printer.paint(
         Tone::Bold,
         &format!(
             "{:<46}{:<12}{:>8}{:>12}{:>14}\n",
             "CRITICAL FLOW", "PROTOCOL", "FLOWS", "DENIED NOW", "DENIED AFTER"
         ),
-    ));
+    );
     for (title, protocol, count, now, after) in groups {
         let after = if report.after.is_some() {
             after.to_string()
@@ -192,23 +203,30 @@ fn render_table(printer: &Printer, report: &FlowReport) -> String {
             "{title:<46}{protocol:<12}{count:>8}{now:>12}{after:>14}\n"
         ));
     }
+    out
+}
+
+/// Every lost flow, up to [`LOST_LISTED`] of them.
+fn lost_flows(report: &FlowReport) -> String {
     let lost: Vec<&FlowOutcome> = report.lost().collect();
-    if !lost.is_empty() {
-        out.push_str(&format!("\nlost ({}):\n", lost.len()));
-        for f in lost.iter().take(LOST_LISTED) {
-            let by = f
-                .after
-                .as_ref()
-                .map(|a| a.decided_by.as_str())
-                .unwrap_or_default();
-            out.push_str(&format!("  {} {}: {by}\n", f.title, f.label()));
-        }
-        if lost.len() > LOST_LISTED {
-            out.push_str(&format!(
-                "  ... and {} more (-o json lists every flow)\n",
-                lost.len() - LOST_LISTED
-            ));
-        }
+    let mut out = String::new();
+    if lost.is_empty() {
+        return out;
+    }
+    out.push_str(&format!("\nlost ({}):\n", lost.len()));
+    for f in lost.iter().take(LOST_LISTED) {
+        let by = f
+            .after
+            .as_ref()
+            .map(|a| a.decided_by.as_str())
+            .unwrap_or_default();
+        out.push_str(&format!("  {} {}: {by}\n", f.title, f.label()));
+    }
+    if lost.len() > LOST_LISTED {
+        out.push_str(&format!(
+            "  ... and {} more (-o json lists every flow)\n",
+            lost.len() - LOST_LISTED
+        ));
     }
     out
 }

@@ -8,24 +8,26 @@ use serde_json::{Value, json};
 use crate::calico::host_endpoints::{
     self, HostEndpoint, HostEndpointTemplate, KccHostEndpointConfig, NodeFacts,
 };
+use crate::calico::objects::AutoCreate;
 use crate::calico::policy::CalicoKind;
 use crate::cli::{DryRun, EnableHepArgs, GlobalArgs, PrintShell};
 use crate::cluster::inventory::{self, Observe};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::facts;
-use crate::plan::patch_change;
+use crate::facts::{self, ClusterFacts};
+use crate::plan::{Change, patch_change};
 use crate::stages::StageId;
 use crate::ui::printer::Tone;
 
 use super::observe::Observed;
-use super::{Context, apply_changes, parse_duration, report_applied, show_changes};
+use super::transaction::{Question, Transaction, report_applied};
+use super::{Context, parse_duration};
 
 /// What enable-hep writes into `spec.controllers.node.hostEndpoint`, checked before anything is
 /// sent. `None` leaves a field as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostEndpointSettings {
-    pub auto_create: &'static str,
+    pub auto_create: AutoCreate,
     pub create_default_host_endpoint: Option<bool>,
     /// `Some(empty)` removes every template.
     pub templates: Option<Vec<HostEndpointTemplate>>,
@@ -34,7 +36,7 @@ pub struct HostEndpointSettings {
 impl HostEndpointSettings {
     /// The merge patch: only the fields the command sets; `templates: null` removes them.
     pub fn patch(&self) -> Value {
-        let mut host_endpoint = json!({"autoCreate": self.auto_create});
+        let mut host_endpoint = json!({"autoCreate": self.auto_create.as_str()});
         if let Some(on) = self.create_default_host_endpoint {
             host_endpoint["createDefaultHostEndpoint"] =
                 json!(if on { "Enabled" } else { "Disabled" });
@@ -69,7 +71,11 @@ pub fn settings(args: &EnableHepArgs) -> Result<HostEndpointSettings> {
         Some(templates(args)?)
     };
     Ok(HostEndpointSettings {
-        auto_create: if args.disable { "Disabled" } else { "Enabled" },
+        auto_create: if args.disable {
+            AutoCreate::Disabled
+        } else {
+            AutoCreate::Enabled
+        },
         create_default_host_endpoint,
         templates,
     })
@@ -268,9 +274,65 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
             Some("calico-kube-controllers creates it when it starts: check that it runs (kubectl get pods -A -l k8s-app=calico-kube-controllers)".into()),
         ));
     };
+    check_before_writing(ctx, args, &settings, &facts, kcc)?;
+    let Some(change) = patch_change(
+        StageId::EnableHep,
+        CalicoKind::KubeControllersConfiguration,
+        kcc,
+        settings.patch(),
+    ) else {
+        ctx.printer.say_tone(
+            Tone::Good,
+            &format!(
+                "enable-hep: autoCreate is already {} as asked; nothing to change",
+                value.as_str()
+            ),
+        );
+        if args.wait && !args.disable {
+            wait_for_predicted_host_endpoints(ctx, &cluster, timeout).await?;
+        }
+        return Ok(ExitStatus::Success);
+    };
+    let changes = vec![change];
+    let transaction = Transaction::new(ctx, &cluster);
+    transaction.show(&changes);
+    if !args.disable {
+        let predicted = predicted_host_endpoints(&changes[0], &live.inventory.nodes);
+        ctx.printer
+            .say(&predicted_summary(&predicted, facts.node_count));
+    }
+    transaction.confirm(
+        Question::YesNo(question(args, facts.node_count)),
+        "cancelled: nothing was changed",
+    )?;
+    let applied = transaction.commit(&changes).await?;
+    report_applied(ctx, &changes, &applied);
+    if ctx.dry_run != DryRun::None {
+        return Ok(ExitStatus::Success);
+    }
+    warn_if_not_taken_up(ctx, &cluster, value).await?;
+    if args.wait && args.disable {
+        wait_for_no_auto_host_endpoints(ctx, &cluster, timeout).await?;
+    } else if args.wait {
+        wait_for_predicted_host_endpoints(ctx, &cluster, timeout).await?;
+    } else if !args.disable {
+        ctx.printer.say_tone(Tone::Dim, "next: kubectl calico-harden plan (host endpoints appear within seconds), then kubectl calico-harden lockdown");
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Warnings, and refusals `--force` overrides, from what the cluster runs: an environment
+/// variable that overrides the spec, a version skew or a release that ignores the settings.
+fn check_before_writing(
+    ctx: &Context,
+    args: &EnableHepArgs,
+    settings: &HostEndpointSettings,
+    facts: &ClusterFacts,
+    kcc: &Value,
+) -> Result<()> {
     let hep = &facts.host_endpoints;
     if let Some(running) = &hep.auto_create_running
-        && running != value
+        && running != settings.auto_create.as_str()
         && hep.overridden()
     {
         ctx.printer.warn(&format!(
@@ -288,78 +350,99 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
         let message = format!(
             "calico-kube-controllers {controllers} is newer than calico-node {node}: its automatic host endpoints can reference a projectcalico-default-allow profile this calico-node does not have, which cuts all host traffic (Calico PR #3552)"
         );
-        if !args.force {
-            return Err(Error::refused(
-                format!("enable-hep refused: {message}"),
-                Some("upgrade calico-node to the same version first, or pass --force if you know this pair is safe".into()),
-            ));
-        }
-        ctx.printer.warn(&format!("--force: {message}"));
+        refuse_unless_forced(
+            ctx,
+            args,
+            message,
+            "upgrade calico-node to the same version first, or pass --force if you know this pair is safe",
+        )?;
+    }
+    if let Some(message) = unsupported_by_release(settings, facts) {
+        refuse_unless_forced(
+            ctx,
+            args,
+            message,
+            "upgrade Calico first, or leave these flags out (pass --force if this calico-kube-controllers is known to read them)",
+        )?;
     }
     if args.disable {
         ctx.printer.warn("setting autoCreate to Disabled makes Calico DELETE every automatic host endpoint (<node>-auto-hep); hosts are then unprotected");
     }
-    let Some(change) = patch_change(
-        StageId::EnableHep,
-        CalicoKind::KubeControllersConfiguration,
-        kcc,
-        settings.patch(),
-    ) else {
-        ctx.printer.say_tone(
-            Tone::Good,
-            &format!("enable-hep: autoCreate is already {value} as asked; nothing to change"),
-        );
-        if args.wait && !args.disable {
-            wait_for_predicted_host_endpoints(ctx, &cluster, timeout).await?;
-        }
-        return Ok(ExitStatus::Success);
-    };
-    let predicted = if args.disable {
-        Vec::new()
+    Ok(())
+}
+
+fn refuse_unless_forced(
+    ctx: &Context,
+    args: &EnableHepArgs,
+    message: String,
+    hint: &str,
+) -> Result<()> {
+    if !args.force {
+        return Err(Error::refused(
+            format!("enable-hep refused: {message}"),
+            Some(hint.to_string()),
+        ));
+    }
+    ctx.printer.warn(&format!("--force: {message}"));
+    Ok(())
+}
+
+/// The host endpoints calico-kube-controllers keeps once `change` is written.
+fn predicted_host_endpoints(change: &Change, nodes: &[Value]) -> Vec<HostEndpoint> {
+    let nodes: Vec<NodeFacts> = nodes.iter().map(NodeFacts::from_node).collect();
+    host_endpoints::predict(&KccHostEndpointConfig::once_enabled(change.after()), &nodes)
+}
+
+fn question(args: &EnableHepArgs, nodes: usize) -> String {
+    if args.disable {
+        "Set autoCreate to Disabled (Calico deletes the automatic host endpoints)?".to_string()
     } else {
-        let after = change.after.as_ref().unwrap_or(kcc);
-        let nodes: Vec<NodeFacts> = live
-            .inventory
-            .nodes
-            .iter()
-            .map(NodeFacts::from_node)
-            .collect();
-        host_endpoints::predict(&KccHostEndpointConfig::once_enabled(Some(after)), &nodes)
-    };
-    let changes = vec![change];
-    show_changes(ctx, &changes);
-    if !args.disable {
-        ctx.printer
-            .say(&predicted_summary(&predicted, facts.node_count));
+        format!("Enable automatic host endpoints on {nodes} node(s)?")
     }
-    if ctx.dry_run == DryRun::None {
-        let question = if args.disable {
-            "Set autoCreate to Disabled (Calico deletes the automatic host endpoints)?".to_string()
-        } else {
-            format!(
-                "Enable automatic host endpoints on {} node(s)?",
-                facts.node_count
-            )
-        };
-        if !ctx.prompter.confirm(&question)? {
-            return Err(Error::Cancelled("cancelled: nothing was changed".into()));
-        }
-    }
-    let applied = apply_changes(ctx, &cluster, &changes, Vec::new()).await?;
-    report_applied(ctx, &changes, &applied);
-    if ctx.dry_run == DryRun::None {
-        warn_if_not_taken_up(ctx, &cluster, value).await?;
-    }
-    if args.wait && ctx.dry_run == DryRun::None {
-        if args.disable {
-            wait_for_no_auto_host_endpoints(ctx, &cluster, timeout).await?;
-        } else {
-            wait_for_predicted_host_endpoints(ctx, &cluster, timeout).await?;
-        }
-    } else if !args.disable && ctx.dry_run == DryRun::None {
-        ctx.printer.say_tone(Tone::Dim, "next: kubectl calico-harden plan (host endpoints appear within seconds), then kubectl calico-harden lockdown");
-    }
-    Ok(ExitStatus::Success)
+}
+
+/// Fields calico-kube-controllers reads only from some release on: templates and
+/// createDefaultHostEndpoint from 3.30 (projectcalico/calico#9901), a template's
+/// interfacePattern from 3.31 (#10672). An older one accepts the patch and ignores them, so
+/// the host endpoints would not be the ones asked for. None when the release supports
+/// everything asked, or is unknown.
+fn unsupported_by_release(
+    settings: &HostEndpointSettings,
+    facts: &facts::ClusterFacts,
+) -> Option<String> {
+    let (version, source) = facts.calico_version()?;
+    let release = facts::parse_version(version)?;
+    let templates = settings.templates.as_deref().unwrap_or_default();
+    let asked: [(bool, &str, (u64, u64, u64)); 3] = [
+        (
+            !templates.is_empty(),
+            "host endpoint templates (--template)",
+            (3, 30, 0),
+        ),
+        (
+            settings.create_default_host_endpoint == Some(false),
+            "createDefaultHostEndpoint (--no-default-host-endpoint)",
+            (3, 30, 0),
+        ),
+        (
+            templates.iter().any(|t| !t.interface_pattern.is_empty()),
+            "a template's interfacePattern (--interface-pattern)",
+            (3, 31, 0),
+        ),
+    ];
+    let missing: Vec<String> = asked
+        .iter()
+        .filter(|(wanted, _, since)| *wanted && release < *since)
+        .map(|(_, what, (major, minor, _))| {
+            format!("{what} needs Calico v{major}.{minor} or later")
+        })
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{}; this cluster runs Calico {version} (from {source}), whose calico-kube-controllers ignores them",
+            missing.join("; ")
+        )
+    })
 }
 
 fn environment_override(kcc: &Value) -> Option<&str> {
@@ -402,7 +485,7 @@ fn predicted_summary(predicted: &[HostEndpoint], nodes: usize) -> String {
 async fn warn_if_not_taken_up(
     ctx: &Context,
     cluster: &crate::cluster::Cluster,
-    value: &str,
+    value: AutoCreate,
 ) -> Result<()> {
     let deadline = Instant::now() + TAKE_UP_WAIT;
     loop {
@@ -412,7 +495,7 @@ async fn warn_if_not_taken_up(
         match running {
             // Older kube-controllers do not report a running config: nothing to compare.
             None => return Ok(()),
-            Some(running) if running == value => return Ok(()),
+            Some(running) if running == value.as_str() => return Ok(()),
             Some(running) if Instant::now() >= deadline => {
                 ctx.printer.warn(&format!(
                     "calico-kube-controllers still runs with autoCreate={running}: an environment variable (AUTO_HOST_ENDPOINTS) overrides the spec, so this patch does not take effect until it is removed from the calico-kube-controllers deployment"

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts;
 use crate::stages::StageOptions;
+use crate::ui::Printer;
 use crate::ui::printer::Tone;
 
 use super::Context;
@@ -254,51 +255,7 @@ fn render(ctx: &Context, e: &Explanation) -> String {
     ));
     for (i, hop) in e.hops.iter().enumerate() {
         out.push('\n');
-        let endpoint = hop
-            .endpoint
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        out.push_str(&p.paint(Tone::Bold, &format!("{}. {}{endpoint}\n", i + 1, hop.hop)));
-        for policy in &hop.policies {
-            let order = policy.order.map_or("none".to_string(), |o| o.to_string());
-            out.push_str(&format!(
-                "   {} (tier {}, order {order}): {}\n",
-                policy.policy, policy.tier, policy.outcome
-            ));
-            for rule in &policy.rules {
-                let mark = if rule.matched {
-                    p.paint(Tone::Good, "match")
-                } else {
-                    p.paint(Tone::Dim, "no   ")
-                };
-                out.push_str(&format!(
-                    "      rule {} {:<5} {mark}  {}\n",
-                    rule.index, rule.action, rule.reason
-                ));
-            }
-        }
-        for name in &hop.not_reached {
-            out.push_str(&format!(
-                "   {name}: applies, not reached (an earlier rule decided)\n"
-            ));
-        }
-        if !hop.not_applying.is_empty() {
-            out.push_str(&format!(
-                "   not applying here ({}):\n",
-                hop.not_applying.len()
-            ));
-            for n in &hop.not_applying {
-                out.push_str(&format!("      {}: {}\n", n.policy, n.reason));
-            }
-        }
-        let tone = if hop.allowed { Tone::Good } else { Tone::Bad };
-        let word = if hop.allowed { "allowed" } else { "DENIED" };
-        out.push_str(&format!(
-            "   => {} by {}\n",
-            p.paint(tone, word),
-            hop.decided_by
-        ));
+        out.push_str(&render_hop(p, i + 1, hop));
     }
     let (tone, word) = if e.allowed {
         (Tone::Good, "ALLOWED")
@@ -309,6 +266,57 @@ fn render(ctx: &Context, e: &Explanation) -> String {
     for note in &e.notes {
         out.push_str(&p.paint(Tone::Dim, &format!("note: {note}\n")));
     }
+    out
+}
+
+/// One hop: the policies considered and their rules, the ones not reached or not applying,
+/// and what decided.
+fn render_hop(p: &Printer, number: usize, hop: &HopReport) -> String {
+    let endpoint = hop
+        .endpoint
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    let mut out = p.paint(Tone::Bold, &format!("{number}. {}{endpoint}\n", hop.hop));
+    for policy in &hop.policies {
+        let order = policy.order.map_or("none".to_string(), |o| o.to_string());
+        out.push_str(&format!(
+            "   {} (tier {}, order {order}): {}\n",
+            policy.policy, policy.tier, policy.outcome
+        ));
+        for rule in &policy.rules {
+            let mark = if rule.matched {
+                p.paint(Tone::Good, "match")
+            } else {
+                p.paint(Tone::Dim, "no   ")
+            };
+            out.push_str(&format!(
+                "      rule {} {:<5} {mark}  {}\n",
+                rule.index, rule.action, rule.reason
+            ));
+        }
+    }
+    for name in &hop.not_reached {
+        out.push_str(&format!(
+            "   {name}: applies, not reached (an earlier rule decided)\n"
+        ));
+    }
+    if !hop.not_applying.is_empty() {
+        out.push_str(&format!(
+            "   not applying here ({}):\n",
+            hop.not_applying.len()
+        ));
+        for n in &hop.not_applying {
+            out.push_str(&format!("      {}: {}\n", n.policy, n.reason));
+        }
+    }
+    let tone = if hop.allowed { Tone::Good } else { Tone::Bad };
+    let word = if hop.allowed { "allowed" } else { "DENIED" };
+    out.push_str(&format!(
+        "   => {} by {}\n",
+        p.paint(tone, word),
+        hop.decided_by
+    ));
     out
 }
 

@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::calico::policy::CalicoKind;
-use crate::cli::{DryRun, LockdownArgs, LockdownCommandArgs};
+use crate::cli::{LockdownArgs, LockdownCommandArgs};
 use crate::cluster::Cluster;
 use crate::cluster::inventory::{LiveState, Observe};
 use crate::engine::{self, FlowReport, build};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts::ClusterFacts;
-use crate::journal::{self, RevisionState};
+use crate::journal;
 use crate::plan::{Change, change_for, delete_change};
 use crate::stages::canary::{self, NodeSelector};
 use crate::stages::{self, DesiredObject, StageId, StageOptions, StageRender};
@@ -27,7 +27,8 @@ use crate::ui::printer::Tone;
 
 use super::observe::Observed;
 use super::preflight::run_checks;
-use super::{Context, apply_changes, parse_duration, report_applied, show_changes};
+use super::transaction::{Question, Transaction, report_applied};
+use super::{Context, parse_duration};
 
 /// Overrides the address the fresh-connection probe dials, to rehearse a lockout in tests.
 pub const PROBE_URL_ENV: &str = "KUBECTL_CALICO_HARDEN_PROBE_URL";
@@ -94,11 +95,68 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
             }
         }
     };
-    let mut checks = run_checks(&facts, &live, &stage_options);
+    preflight(ctx, options, &facts, &live, &scope)?;
+    let changes = match &scope.narrowed {
+        Some(narrowed) => narrowing_changes(narrowed, &live),
+        None => removal_changes(&facts, &stage_options, &live),
+    };
+    if changes.is_empty() {
+        say_already_in_force(ctx, &scope, &live);
+        return Ok(ExitStatus::Success);
+    }
+    // Real traffic the safety net alone allows: flows nobody listed for the preflight.
+    super::observe_flows::soak_gate(
+        ctx,
+        &cluster,
+        &facts,
+        &live,
+        scope.narrowed.as_deref(),
+        options.force,
+    )
+    .await?;
+    let transaction = Transaction::new(ctx, &cluster);
+    transaction.show(&changes);
+    let what = match scope.narrowed {
+        Some(_) => format!(
+            "This narrows the safety net: default deny on {}, every workload and every other host keeps the safety net",
+            scope.reach
+        ),
+        None => "This removes the safety net: default deny on every host and workload".into(),
+    };
+    transaction.confirm(
+        Question::TypeContextName(what),
+        "cancelled: the context name did not match; nothing was changed",
+    )?;
+    let applied = transaction.commit(&changes).await?;
+    report_applied(ctx, &changes, &applied);
+    let Some(revision) = applied.revision else {
+        return Ok(ExitStatus::Success);
+    };
+    commit_confirmed(
+        ctx,
+        &cluster,
+        revision,
+        options.confirm_timeout,
+        &scope.reach,
+    )
+    .await
+}
+
+/// Lockdown's preflight, shown check by check: a failed check refuses unless --force
+/// overrides it (and some it never does).
+fn preflight(
+    ctx: &Context,
+    options: &LockdownOptions,
+    facts: &ClusterFacts,
+    live: &LiveState,
+    scope: &Scope,
+) -> Result<()> {
+    let stage_options = StageOptions::with_defaults();
+    let mut checks = run_checks(facts, live, &stage_options);
     if let Some(narrowed) = &scope.narrowed {
         // The canary's own flow check: what it loses, not what a full lockdown would.
         for check in checks.iter_mut().filter(|c| c.check == "critical flows") {
-            (check.passed, check.detail) = canary_flows_check(&facts, &live, narrowed);
+            (check.passed, check.detail) = canary_flows_check(facts, live, narrowed);
         }
     }
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
@@ -144,58 +202,23 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         ctx.printer
             .warn("--force: locking down although preflight checks failed");
     }
-    let changes = match &scope.narrowed {
-        Some(narrowed) => narrowing_changes(narrowed, &live),
-        None => removal_changes(&facts, &stage_options, &live),
-    };
-    if changes.is_empty() {
-        let message = match (&scope.narrowed, super::plan::canary_lockdown(&live).map(|c| c.locked_nodes)) {
-            (Some(_), Some(_)) => format!(
-                "lockdown: the canary is already in force; default deny is on for {}",
-                scope.reach
-            ),
-            (Some(_), None) => "lockdown: the safety net is already gone; default deny is in force on every host and workload, there is nothing to narrow (`kubectl calico-harden rollback` returns to an earlier step)".to_string(),
-            (None, _) => {
-                "lockdown: the safety net is already gone; default deny is in force".to_string()
-            }
-        };
-        ctx.printer.say_tone(Tone::Good, &message);
-        return Ok(ExitStatus::Success);
-    }
-    show_changes(ctx, &changes);
-    let what = match scope.narrowed {
-        Some(_) => format!(
-            "This narrows the safety net: default deny on {}, every workload and every other host keeps the safety net",
+    Ok(())
+}
+
+/// Nothing to write: the lockdown (or the canary) is already what it would make.
+fn say_already_in_force(ctx: &Context, scope: &Scope, live: &LiveState) {
+    let canary_in_force = super::plan::canary_lockdown(live).is_some();
+    let message = match (&scope.narrowed, canary_in_force) {
+        (Some(_), true) => format!(
+            "lockdown: the canary is already in force; default deny is on for {}",
             scope.reach
         ),
-        None => "This removes the safety net: default deny on every host and workload".into(),
+        (Some(_), false) => "lockdown: the safety net is already gone; default deny is in force on every host and workload, there is nothing to narrow (`kubectl calico-harden rollback` returns to an earlier step)".to_string(),
+        (None, _) => {
+            "lockdown: the safety net is already gone; default deny is in force".to_string()
+        }
     };
-    if ctx.dry_run == DryRun::None
-        && !ctx.prompter.type_to_confirm(
-            &format!(
-                "{what}. Type the context name ({}) to go on",
-                cluster.context_name
-            ),
-            &cluster.context_name,
-        )?
-    {
-        return Err(Error::Cancelled(
-            "cancelled: the context name did not match; nothing was changed".into(),
-        ));
-    }
-    let applied = apply_changes(ctx, &cluster, &changes, Vec::new()).await?;
-    report_applied(ctx, &changes, &applied);
-    let Some(revision) = applied.revision else {
-        return Ok(ExitStatus::Success);
-    };
-    commit_confirmed(
-        ctx,
-        &cluster,
-        revision,
-        options.confirm_timeout,
-        &scope.reach,
-    )
-    .await
+    ctx.printer.say_tone(Tone::Good, &message);
 }
 
 /// Deleting the safety net (narrowed or not): a full lockdown.
@@ -398,7 +421,7 @@ async fn restore(ctx: &Context, cluster: &Cluster, revision: u64, reason: &str) 
             None,
         ));
     };
-    let live = Observed::read(cluster.clone(), &Observe::everything())
+    let live = Observed::read(cluster.clone(), &Observe::facts())
         .await?
         .live;
     let mut current = BTreeMap::new();
@@ -410,8 +433,10 @@ async fn restore(ctx: &Context, cluster: &Cluster, revision: u64, reason: &str) 
         );
     }
     let (changes, _) = journal::undo_plan(&[lockdown], &current);
-    let applied = apply_changes(ctx, cluster, &changes, vec![revision]).await?;
-    store.set_state(lockdown, RevisionState::RolledBack).await?;
+    let applied = Transaction::new(ctx, cluster)
+        .undoing(vec![lockdown.clone()])
+        .commit(&changes)
+        .await?;
     ctx.printer.say(&format!(
         "restored {} object(s) ({reason}), recorded as revision {}",
         changes.len(),

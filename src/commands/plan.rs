@@ -455,101 +455,7 @@ fn upgrades_since_history(
 
 fn render_table(ctx: &Context, report: &PlanReport) -> String {
     let p = &ctx.printer;
-    let f = &report.facts;
-    let nodes = |list: &[crate::facts::NodeRef]| {
-        if list.is_empty() {
-            "none".to_string()
-        } else {
-            list.iter()
-                .map(|n| n.name.clone())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    let mut out = String::new();
-    out.push_str(&format!("context:             {}\n", report.context));
-    out.push_str(&format!(
-        "calico API:          {}\n",
-        serde_json::to_value(f.calico_api)
-            .unwrap()
-            .as_str()
-            .unwrap_or_default()
-    ));
-    out.push_str(&format!(
-        "control plane:       {} (from {})\n",
-        nodes(&f.control_plane_nodes),
-        f.control_plane_source
-    ));
-    out.push_str(&format!("API server port:     {}\n", f.apiserver_port));
-    out.push_str(&format!(
-        "calico-apiserver:    {}\n",
-        f.calico_apiserver_namespace
-            .as_deref()
-            .map_or("not running".to_string(), |ns| format!(
-                "namespace {ns}, port {}",
-                f.calico_apiserver_port
-            ))
-    ));
-    out.push_str(&format!(
-        "kube-controllers:    namespace {}\n",
-        f.kube_controllers_namespace
-    ));
-    out.push_str(&format!(
-        "calico version:      {}\n",
-        f.calico_version().map_or(
-            "unknown (no ClusterInformation, Installation or image tag says)".to_string(),
-            |(version, source)| { format!("{version} (from {source})") }
-        )
-    ));
-    out.push_str(&format!(
-        "version skew:        {}\n",
-        f.version_skew().unwrap_or_else(|| {
-            "unknown (calico-node or calico-kube-controllers images carry no version)".into()
-        })
-    ));
-    out.push_str(&format!(
-        "typha:               {}\n",
-        if f.typha_nodes.is_empty() {
-            "not running".into()
-        } else {
-            nodes(&f.typha_nodes)
-        }
-    ));
-    out.push_str(&format!(
-        "nodes:               {} ({} with a host endpoint)\n",
-        f.node_count,
-        f.host_endpoints.nodes_with_hep.len()
-    ));
-    let heps = &report.host_endpoints;
-    let mut waiting = Vec::new();
-    for (what, names) in [
-        ("missing", &heps.comparison.missing),
-        ("not yet as predicted", &heps.comparison.different),
-        ("to be deleted", &heps.comparison.extra),
-    ] {
-        if !names.is_empty() {
-            waiting.push(format!("{what}: {}", names.join(", ")));
-        }
-    }
-    out.push_str(&format!(
-        "host endpoints:      {} predicted once autoCreate is Enabled, {} present{}\n",
-        heps.predicted.len(),
-        heps.present.len(),
-        if waiting.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", waiting.join("; "))
-        }
-    ));
-    out.push_str(&format!(
-        "failsafe inbound:    {}{}\n\n",
-        f.failsafe.inbound.join(" "),
-        if f.failsafe.defaults {
-            " (Felix defaults)"
-        } else {
-            ""
-        }
-    ));
+    let mut out = facts_table(report);
     let width = report
         .stages
         .iter()
@@ -557,25 +463,7 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
         .max()
         .unwrap_or(10)
         + 2;
-    out.push_str(&p.paint(
-        crate::ui::printer::Tone::Bold,
-        &format!("{:<width$}{:<22}{}\n", "STAGE", "STATE", "DETAIL"),
-    ));
-    for status in &report.stages {
-        let tone = match status.state {
-            StageState::Applied | StageState::AppliedByHand | StageState::Removed => Tone::Good,
-            StageState::NotApplicable => Tone::Dim,
-            StageState::Missing => Tone::Plain,
-            StageState::Partial | StageState::Drifted | StageState::Overridden => Tone::Warn,
-        };
-        let state = format!("{:<22}", status.state_label());
-        out.push_str(&format!(
-            "{:<width$}{}{}\n",
-            status.stage.name(),
-            p.paint(tone, &state),
-            status.detail
-        ));
-    }
+    out.push_str(&stage_table(p, &report.stages, width));
     for upgrade in &report.calico_upgrades {
         out.push_str(&format!(
             "\n{}\n",
@@ -595,5 +483,137 @@ fn render_table(ctx: &Context, report: &PlanReport) -> String {
         }
     }
     out.push_str(&format!("\nnext step: {}\n", report.next_step));
+    out
+}
+
+fn node_names(list: &[crate::facts::NodeRef]) -> String {
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.iter()
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What was detected, one `name: value` line each.
+fn facts_table(report: &PlanReport) -> String {
+    let f = &report.facts;
+    let calico_api = serde_json::to_value(f.calico_api).unwrap();
+    let calico_apiserver = f
+        .calico_apiserver_namespace
+        .as_deref()
+        .map_or("not running".to_string(), |ns| {
+            format!("namespace {ns}, port {}", f.calico_apiserver_port)
+        });
+    let version = f.calico_version().map_or(
+        "unknown (no ClusterInformation, Installation or image tag says)".to_string(),
+        |(version, source)| format!("{version} (from {source})"),
+    );
+    let skew = f.version_skew().unwrap_or_else(|| {
+        "unknown (calico-node or calico-kube-controllers images carry no version)".into()
+    });
+    let typha = if f.typha_nodes.is_empty() {
+        "not running".into()
+    } else {
+        node_names(&f.typha_nodes)
+    };
+    let failsafe_defaults = if f.failsafe.defaults {
+        " (Felix defaults)"
+    } else {
+        ""
+    };
+    let lines = [
+        ("context", report.context.clone()),
+        (
+            "calico API",
+            calico_api.as_str().unwrap_or_default().to_string(),
+        ),
+        (
+            "control plane",
+            format!(
+                "{} (from {})",
+                node_names(&f.control_plane_nodes),
+                f.control_plane_source
+            ),
+        ),
+        ("API server port", f.apiserver_port.to_string()),
+        ("calico-apiserver", calico_apiserver),
+        (
+            "kube-controllers",
+            format!("namespace {}", f.kube_controllers_namespace),
+        ),
+        ("calico version", version),
+        ("version skew", skew),
+        ("typha", typha),
+        (
+            "nodes",
+            format!(
+                "{} ({} with a host endpoint)",
+                f.node_count,
+                f.host_endpoints.nodes_with_hep.len()
+            ),
+        ),
+        (
+            "host endpoints",
+            host_endpoints_summary(&report.host_endpoints),
+        ),
+        (
+            "failsafe inbound",
+            format!("{}{failsafe_defaults}", f.failsafe.inbound.join(" ")),
+        ),
+    ];
+    let mut out: String = lines
+        .iter()
+        .map(|(name, value)| format!("{:<21}{value}\n", format!("{name}:")))
+        .collect();
+    out.push('\n');
+    out
+}
+
+fn host_endpoints_summary(heps: &HostEndpointPlan) -> String {
+    let waiting: Vec<String> = [
+        ("missing", &heps.comparison.missing),
+        ("not yet as predicted", &heps.comparison.different),
+        ("to be deleted", &heps.comparison.extra),
+    ]
+    .into_iter()
+    .filter(|(_, names)| !names.is_empty())
+    .map(|(what, names)| format!("{what}: {}", names.join(", ")))
+    .collect();
+    format!(
+        "{} predicted once autoCreate is Enabled, {} present{}",
+        heps.predicted.len(),
+        heps.present.len(),
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", waiting.join("; "))
+        }
+    )
+}
+
+/// One line per stage: name, state (coloured by how it stands), detail.
+fn stage_table(p: &crate::ui::printer::Printer, stages: &[StageStatus], width: usize) -> String {
+    let mut out = p.paint(
+        crate::ui::printer::Tone::Bold,
+        &format!("{:<width$}{:<22}{}\n", "STAGE", "STATE", "DETAIL"),
+    );
+    for status in stages {
+        let tone = match status.state {
+            StageState::Applied | StageState::AppliedByHand | StageState::Removed => Tone::Good,
+            StageState::NotApplicable => Tone::Dim,
+            StageState::Missing => Tone::Plain,
+            StageState::Partial | StageState::Drifted | StageState::Overridden => Tone::Warn,
+        };
+        let state = format!("{:<22}", status.state_label());
+        out.push_str(&format!(
+            "{:<width$}{}{}\n",
+            status.stage.name(),
+            p.paint(tone, &state),
+            status.detail
+        ));
+    }
     out
 }

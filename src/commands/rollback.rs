@@ -4,17 +4,21 @@
 
 use std::collections::BTreeMap;
 
-use crate::cli::{DryRun, RollbackArgs};
+use crate::calico::policy::CalicoKind;
+use crate::cli::RollbackArgs;
+use crate::cluster::Cluster;
 use crate::cluster::inventory::Observe;
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::journal::{self, RevisionState, RollbackTarget};
-use crate::plan::presentable;
+use crate::journal::{self, Conflict, ObjectKey, Revision, RollbackTarget};
+use crate::plan::Change;
 use crate::stages::object_display_name;
+use crate::ui::diff;
 use crate::ui::printer::Tone;
 
+use super::Context;
 use super::observe::Observed;
-use super::{Context, apply_changes, report_applied, show_changes};
+use super::transaction::{Question, Transaction, report_applied};
 
 pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
     let target = match (args.target_revision(), args.all) {
@@ -23,68 +27,17 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
         (None, false) => RollbackTarget::Newest,
     };
     let cluster = ctx.connect().await?;
-    let store = ctx.store(&cluster);
-    let history = store.list().await?;
-    if let RollbackTarget::After(n) = target
-        && !history.iter().any(|r| r.revision == n)
-    {
-        let known: Vec<String> = history.iter().map(|r| r.revision.to_string()).collect();
-        return Err(Error::usage(format!(
-            "revision {n} is not in the history (known: {})",
-            if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            }
-        )));
-    }
+    let history = ctx.store(&cluster).list().await?;
+    check_target(&history, target)?;
     let to_undo = journal::revisions_to_undo(&history, target);
     if to_undo.is_empty() {
         ctx.printer.say("nothing to roll back");
         return Ok(ExitStatus::Success);
     }
-    // Only the recorded Calico objects matter here, not the workloads.
-    let live = Observed::read(cluster.clone(), &Observe::facts())
-        .await?
-        .live;
-    let mut current = BTreeMap::new();
-    for object in to_undo.iter().flat_map(|r| r.objects.iter()) {
-        current.entry(object.key()).or_insert_with(|| {
-            live.find(object.kind, object.namespace.as_deref(), &object.name)
-                .cloned()
-        });
-    }
+    let current = recorded_objects_now(&cluster, &to_undo).await?;
     let (changes, conflicts) = journal::undo_plan(&to_undo, &current);
-    let numbers: Vec<u64> = to_undo.iter().map(|r| r.revision).collect();
     if !conflicts.is_empty() {
-        for conflict in &conflicts {
-            let (kind, ns, name) = &conflict.key;
-            ctx.printer.say_tone(
-                Tone::Warn,
-                &format!(
-                    "{} was changed by someone else after revision {}:",
-                    object_display_name(*kind, ns.as_deref(), name),
-                    conflict.revision
-                ),
-            );
-            let expected = conflict
-                .expected
-                .as_ref()
-                .map(|v| crate::yaml::to_yaml(&presentable(v)))
-                .unwrap_or_default();
-            let live = conflict
-                .live
-                .as_ref()
-                .map(|v| crate::yaml::to_yaml(&presentable(v)))
-                .unwrap_or_default();
-            for line in similar::TextDiff::from_lines(&expected, &live)
-                .unified_diff()
-                .context_radius(2)
-                .iter_hunks()
-            {
-                ctx.printer.say(line.to_string().trim_end());
-            }
-        }
+        show_conflicts(ctx, &conflicts);
         if !args.force {
             return Err(Error::refused(
                 format!("rollback refused: {} object(s) changed since this tool wrote them; nothing was changed", conflicts.len()),
@@ -94,42 +47,94 @@ pub async fn run(ctx: &Context, args: &RollbackArgs) -> Result<ExitStatus> {
         ctx.printer
             .warn("--force: overwriting changes made by others");
     }
-    ctx.printer.say(&format!(
-        "rolling back revision(s) {}",
-        numbers
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    let numbers: Vec<String> = to_undo.iter().map(|r| r.revision.to_string()).collect();
+    ctx.printer
+        .say(&format!("rolling back revision(s) {}", numbers.join(", ")));
+    let transaction =
+        Transaction::new(ctx, &cluster).undoing(to_undo.into_iter().cloned().collect());
     if changes.is_empty() {
         ctx.printer
             .say("the cluster already matches; marking the revisions as rolled back");
     } else {
-        show_changes(ctx, &changes);
+        transaction.show(&changes);
     }
-    if ctx.dry_run == DryRun::None {
-        let hep = changes.iter().any(|c| {
-            c.object_kind == crate::calico::policy::CalicoKind::KubeControllersConfiguration
-        });
-        let mut question = format!("Undo {} change(s)?", changes.len());
-        if hep {
-            question = format!(
-                "This restores the previous host endpoint autoCreate value; disabling it makes Calico DELETE the automatic host endpoints. {question}"
-            );
-        }
-        if !ctx.prompter.confirm(&question)? {
-            return Err(Error::Cancelled("cancelled: nothing was changed".into()));
-        }
-    }
-    let applied = apply_changes(ctx, &cluster, &changes, numbers.clone()).await?;
-    if ctx.dry_run == DryRun::None {
-        for revision in &to_undo {
-            if revision.state != RevisionState::RolledBack {
-                store.set_state(revision, RevisionState::RolledBack).await?;
-            }
-        }
-    }
+    transaction.confirm(
+        Question::YesNo(question(&changes)),
+        "cancelled: nothing was changed",
+    )?;
+    let applied = transaction.commit(&changes).await?;
     report_applied(ctx, &changes, &applied);
     Ok(ExitStatus::Success)
+}
+
+/// `rollback N` needs revision N in the history.
+fn check_target(history: &[Revision], target: RollbackTarget) -> Result<()> {
+    let RollbackTarget::After(n) = target else {
+        return Ok(());
+    };
+    if history.iter().any(|r| r.revision == n) {
+        return Ok(());
+    }
+    let known: Vec<String> = history.iter().map(|r| r.revision.to_string()).collect();
+    Err(Error::usage(format!(
+        "revision {n} is not in the history (known: {})",
+        if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        }
+    )))
+}
+
+/// Every object the revisions touched, as it is now (None: it does not exist).
+async fn recorded_objects_now(
+    cluster: &Cluster,
+    revisions: &[&Revision],
+) -> Result<BTreeMap<ObjectKey, Option<serde_json::Value>>> {
+    // Only the recorded Calico objects matter here, not the workloads.
+    let live = Observed::read(cluster.clone(), &Observe::facts())
+        .await?
+        .live;
+    let mut current = BTreeMap::new();
+    for object in revisions.iter().flat_map(|r| r.objects.iter()) {
+        current.entry(object.key()).or_insert_with(|| {
+            live.find(object.kind, object.namespace.as_deref(), &object.name)
+                .cloned()
+        });
+    }
+    Ok(current)
+}
+
+/// What others changed since this tool wrote it: the recorded object against the live one.
+fn show_conflicts(ctx: &Context, conflicts: &[Conflict]) {
+    for conflict in conflicts {
+        let (kind, ns, name) = &conflict.key;
+        ctx.printer.say_tone(
+            Tone::Warn,
+            &format!(
+                "{} was changed by someone else after revision {}:",
+                object_display_name(*kind, ns.as_deref(), name),
+                conflict.revision
+            ),
+        );
+        let text = diff::render_objects(
+            &ctx.printer,
+            conflict.expected.as_ref(),
+            conflict.live.as_ref(),
+        );
+        ctx.printer.say(text.trim_end());
+    }
+}
+
+fn question(changes: &[Change]) -> String {
+    let question = format!("Undo {} change(s)?", changes.len());
+    if changes
+        .iter()
+        .any(|c| c.object_kind == CalicoKind::KubeControllersConfiguration)
+    {
+        return format!(
+            "This restores the previous host endpoint autoCreate value; disabling it makes Calico DELETE the automatic host endpoints. {question}"
+        );
+    }
+    question
 }

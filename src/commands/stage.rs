@@ -22,8 +22,9 @@ use crate::plan::{Change, change_for};
 use crate::stages::{self, StageId, StageOptions, StageRender};
 use crate::ui::printer::Tone;
 
+use super::Context;
 use super::observe::Observed;
-use super::{Context, apply_changes, confirm_changes, report_applied, show_changes};
+use super::transaction::{Question, Transaction, report_applied};
 
 /// Stage-specific flags, validated.
 #[derive(Debug, Default)]
@@ -238,17 +239,20 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
         say_next_step(ctx, stage);
         return Ok(ExitStatus::Success);
     }
-    show_changes(ctx, &changes);
+    let transaction = Transaction::new(ctx, &cluster);
+    transaction.show(&changes);
     let pods = pods_for_flow_report(stage, &facts, &live, &options);
     inventory::observe_pods(&cluster, &mut live, &pods).await?;
     let changed = super::check::flows_changed_by(&live, &facts, &options, stage);
     super::check::show_flow_changes(ctx, stage, &changed);
-    if ctx.dry_run == crate::cli::DryRun::None
-        && !confirm_changes(ctx, &changes, &format!("stage {stage}"))?
-    {
-        return Err(Error::Cancelled("cancelled: nothing was changed".into()));
-    }
-    let applied = apply_changes(ctx, &cluster, &changes, Vec::new()).await?;
+    transaction.confirm(
+        Question::Apply {
+            changes: &changes,
+            what: format!("stage {stage}"),
+        },
+        "cancelled: nothing was changed",
+    )?;
+    let applied = transaction.commit(&changes).await?;
     report_applied(ctx, &changes, &applied);
     say_next_step(ctx, stage);
     Ok(ExitStatus::Success)

@@ -2,16 +2,18 @@
 //! only when asked (--lockdown or --through lockdown), after enabling host endpoints.
 
 use crate::cli::{DryRun, EnableHepArgs, UpArgs};
-use crate::cluster::inventory::Observe;
+use crate::cluster::inventory::{LiveState, Observe};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
+use crate::facts::ClusterFacts;
 use crate::plan::Change;
-use crate::stages::StageId;
+use crate::stages::{StageId, StageOptions};
 use crate::ui::printer::Tone;
 
 use super::observe::Observed;
 use super::stage::{StagePlan, plan_stage};
-use super::{Context, apply_changes, enable_hep, lockdown, report_applied, show_changes};
+use super::transaction::{Question, Transaction, report_applied};
+use super::{Context, enable_hep, lockdown};
 
 pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     if ctx.namespace.is_some() {
@@ -41,41 +43,13 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     } = ctx.observe(&Observe::facts()).await?;
 
     // Every confirmation comes before the first write; the writes form one revision.
-    let mut accepted: Vec<Change> = Vec::new();
-    for stage in StageId::policy_stages().filter(|s| *s <= through) {
-        if stage == StageId::Registry && options.registry.is_none() {
-            continue;
-        }
-        match plan_stage(stage, &facts, &live, &options) {
-            StagePlan::NotApplicable(reason) => ctx
-                .printer
-                .say_tone(Tone::Dim, &format!("{stage}: not applicable: {reason}")),
-            StagePlan::Changes(changes) if changes.is_empty() => {
-                ctx.printer
-                    .say_tone(Tone::Good, &format!("{stage}: already in place"));
-            }
-            StagePlan::Changes(changes) => {
-                show_changes(ctx, &changes);
-                if ctx.dry_run == DryRun::None
-                    && !super::confirm_changes(
-                        ctx,
-                        &changes,
-                        &format!("stage {stage} ({})", stage.summary()),
-                    )?
-                {
-                    return Err(Error::Cancelled(format!(
-                        "cancelled at stage {stage}: nothing was changed"
-                    )));
-                }
-                accepted.extend(changes);
-            }
-        }
-    }
+    let transaction = Transaction::new(ctx, &cluster);
+    let accepted = confirmed_stages(&transaction, args, through, &options, &facts, &live)?;
     if accepted.is_empty() {
         ctx.printer
             .say_tone(Tone::Good, "every selected stage is already in place");
     } else {
-        let applied = apply_changes(ctx, &cluster, &accepted, Vec::new()).await?;
+        let applied = transaction.commit(&accepted).await?;
         report_applied(ctx, &accepted, &applied);
     }
     if wants_hep {
@@ -100,4 +74,42 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
         );
     }
     Ok(ExitStatus::Success)
+}
+
+/// The changes of every selected policy stage, each stage shown and confirmed in turn.
+fn confirmed_stages(
+    transaction: &Transaction,
+    args: &UpArgs,
+    through: StageId,
+    options: &StageOptions,
+    facts: &ClusterFacts,
+    live: &LiveState,
+) -> Result<Vec<Change>> {
+    let printer = &transaction.context().printer;
+    let mut accepted: Vec<Change> = Vec::new();
+    for stage in StageId::policy_stages().filter(|s| *s <= through) {
+        if stage == StageId::Registry && options.registry.is_none() {
+            continue;
+        }
+        match plan_stage(stage, facts, live, options) {
+            StagePlan::NotApplicable(reason) => {
+                printer.say_tone(Tone::Dim, &format!("{stage}: not applicable: {reason}"));
+            }
+            StagePlan::Changes(changes) if changes.is_empty() => {
+                printer.say_tone(Tone::Good, &format!("{stage}: already in place"));
+            }
+            StagePlan::Changes(changes) => {
+                transaction.show(&changes);
+                transaction.confirm(
+                    Question::Apply {
+                        changes: &changes,
+                        what: format!("stage {stage} ({})", stage.summary()),
+                    },
+                    &format!("cancelled at stage {stage}: nothing was changed"),
+                )?;
+                accepted.extend(changes);
+            }
+        }
+    }
+    Ok(accepted)
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::calico::policy::CalicoKind;
-use crate::plan::{Change, ChangeKind, presentable, specs_equivalent};
+use crate::plan::{Action, Change, presentable, specs_equivalent};
 use crate::stages::StageId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +61,8 @@ impl TouchedObject {
             namespace: change.namespace.clone(),
             name: change.name.clone(),
             stage: Some(change.stage),
-            before: change.before.clone(),
-            after: change.after.clone(),
+            before: change.before().cloned(),
+            after: change.after().cloned(),
             applied: false,
         }
     }
@@ -229,34 +229,34 @@ pub fn restore_change(
     if same_essence(current, target) {
         return None;
     }
-    let (kind, namespace, name) = key.clone();
-    let change = |kind, body: Option<Value>, after: Option<Value>| Change {
-        kind,
-        stage,
-        object_kind: key.0,
-        namespace: namespace.clone(),
-        name: name.clone(),
-        before: current.cloned(),
-        body,
-        after,
-    };
-    let _ = kind;
-    Some(match (current, target) {
-        (Some(_), None) => change(ChangeKind::Delete, None, None),
-        (None, Some(target)) => {
-            let body = recreatable(target);
-            change(ChangeKind::Create, Some(body.clone()), Some(body))
-        }
+    let (object_kind, namespace, name) = key.clone();
+    let action = match (current, target) {
+        (Some(current), None) => Action::Delete {
+            before: current.clone(),
+        },
+        (None, Some(target)) => Action::Create {
+            after: recreatable(target),
+        },
         (Some(current), Some(target)) => {
-            let mut body = current.clone();
-            body["spec"] = target.get("spec").cloned().unwrap_or(Value::Null);
-            body["metadata"]["labels"] = target
+            let mut after = current.clone();
+            after["spec"] = target.get("spec").cloned().unwrap_or(Value::Null);
+            after["metadata"]["labels"] = target
                 .pointer("/metadata/labels")
                 .cloned()
                 .unwrap_or(Value::Object(Default::default()));
-            change(ChangeKind::Update, Some(body.clone()), Some(body))
+            Action::Update {
+                before: current.clone(),
+                after,
+            }
         }
         (None, None) => return None,
+    };
+    Some(Change {
+        stage,
+        object_kind,
+        namespace,
+        name,
+        action,
     })
 }
 
@@ -273,6 +273,7 @@ fn recreatable(object: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ChangeKind;
     use serde_json::json;
 
     fn gnp(name: &str, order: u32, rv: &str) -> Value {
@@ -339,11 +340,11 @@ mod tests {
         let (changes, conflicts) = undo_plan(&[&r1], &live);
         assert!(conflicts.is_empty());
         assert_eq!(changes.len(), 2);
-        assert_eq!(changes[0].kind, ChangeKind::Delete);
-        assert_eq!(changes[1].kind, ChangeKind::Update);
-        assert_eq!(changes[1].body.as_ref().unwrap()["spec"]["order"], 1);
+        assert_eq!(changes[0].kind(), ChangeKind::Delete);
+        assert_eq!(changes[1].kind(), ChangeKind::Update);
+        assert_eq!(changes[1].body().unwrap()["spec"]["order"], 1);
         assert_eq!(
-            changes[1].body.as_ref().unwrap()["metadata"]["resourceVersion"],
+            changes[1].body().unwrap()["metadata"]["resourceVersion"],
             "11"
         );
     }
@@ -387,10 +388,10 @@ mod tests {
         let (changes, conflicts) = undo_plan(&to_undo, &live);
         assert!(conflicts.is_empty());
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].kind, ChangeKind::Delete);
+        assert_eq!(changes[0].kind(), ChangeKind::Delete);
         let to_one = revisions_to_undo(&history, RollbackTarget::After(1));
         let (changes, _) = undo_plan(&to_one, &live);
-        assert_eq!(changes[0].body.as_ref().unwrap()["spec"]["order"], 1);
+        assert_eq!(changes[0].body().unwrap()["spec"]["order"], 1);
     }
 
     #[test]
@@ -437,9 +438,9 @@ mod tests {
         );
         let live = BTreeMap::from([(key("a"), None)]);
         let (changes, _) = undo_plan(&[&r1], &live);
-        assert_eq!(changes[0].kind, ChangeKind::Create);
+        assert_eq!(changes[0].kind(), ChangeKind::Create);
         assert!(
-            changes[0].body.as_ref().unwrap()["metadata"]
+            changes[0].body().unwrap()["metadata"]
                 .get("resourceVersion")
                 .is_none()
         );

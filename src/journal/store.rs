@@ -5,8 +5,10 @@ use serde_json::{Value, json};
 
 use super::{Revision, RevisionState, TouchedObject};
 use crate::cluster::Cluster;
+use crate::cluster::write::ConfigMaps;
 use crate::cluster::errors::Target;
 use crate::error::{Error, Result};
+use crate::facts::{self, Inventory};
 use crate::plan::Change;
 use crate::stages::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -25,30 +27,8 @@ pub struct Store<'a> {
     max: u32,
 }
 
-fn target(verb: &'static str, namespace: &str, name: Option<String>) -> Target {
-    Target {
-        verb,
-        resource: "configmaps".into(),
-        namespace: Some(namespace.to_string()),
-        name,
-    }
-}
-
 fn history_error(err: Error) -> Error {
-    match err {
-        Error::Cluster {
-            context,
-            message,
-            hint,
-            status,
-        } => Error::Cluster {
-            context: format!("{context} (the change history; nothing was changed)"),
-            message,
-            hint,
-            status,
-        },
-        other => other,
-    }
+    err.with_context("(the change history; nothing was changed)")
 }
 
 impl<'a> Store<'a> {
@@ -60,23 +40,15 @@ impl<'a> Store<'a> {
         }
     }
 
-    fn collection_path(&self) -> String {
-        format!("/api/v1/namespaces/{}/configmaps", self.namespace)
+    /// The history's ConfigMaps, written through the cluster's one write path.
+    fn configmaps(&self) -> ConfigMaps<'a> {
+        ConfigMaps::new(self.cluster, &self.namespace)
     }
 
     /// Every stored revision, oldest first.
     pub async fn list(&self) -> Result<Vec<Revision>> {
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{REVISION_LABEL}");
-        let items = self
-            .cluster
-            .api
-            .list(
-                &self.collection_path(),
-                Some(&selector),
-                &target("list", &self.namespace, None),
-            )
-            .await?
-            .unwrap_or_default();
+        let items = self.configmaps().list(&selector).await?;
         let mut revisions: Vec<Revision> = items
             .iter()
             .filter_map(|cm| {
@@ -89,77 +61,68 @@ impl<'a> Store<'a> {
         Ok(revisions)
     }
 
-    /// Who is running this: the server's answer where it supports SelfSubjectReview.
-    pub async fn whoami(&self) -> String {
-        let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    /// The Calico release by the chain `plan` uses ([`ClusterFacts::calico_version`]):
+    /// ClusterInformation, else the operator's Installation, else calico-node's image tag, each
+    /// read only when the ones before name no version. None when nothing names one; the revision
+    /// is written all the same.
+    ///
+    /// [`ClusterFacts::calico_version`]: crate::facts::ClusterFacts::calico_version
+    async fn calico_version(&self) -> Option<String> {
+        let recorded = |inventory: &Inventory| {
+            facts::detect(inventory)
+                .calico_version()
+                .map(|(version, _)| version.to_string())
+        };
+        let mut inventory = Inventory {
+            cluster_information: self
+                .read_quietly(
+                    "/apis/projectcalico.org/v3/clusterinformations/default",
+                    "clusterinformations.projectcalico.org",
+                )
+                .await,
+            ..Inventory::default()
+        };
+        if recorded(&inventory).is_none() {
+            inventory.installation = self
+                .read_quietly(
+                    "/apis/operator.tigera.io/v1/installations/default",
+                    "installations.operator.tigera.io",
+                )
+                .await;
+        }
+        if recorded(&inventory).is_none() {
+            // One calico-node pod carries the image tag.
+            let pods = self
+                .read_quietly(
+                    "/api/v1/pods?labelSelector=k8s-app%3Dcalico-node&limit=1",
+                    "pods",
+                )
+                .await;
+            inventory.system_pods = pods
+                .as_ref()
+                .and_then(|list| list.get("items"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+        }
+        recorded(&inventory)
+    }
+
+    /// GET `path`; None (logged at debug level) when it is absent or cannot be read.
+    async fn read_quietly(&self, path: &str, resource: &str) -> Option<Value> {
         let t = Target {
-            verb: "create",
-            resource: "selfsubjectreviews.authentication.k8s.io".into(),
+            verb: "get",
+            resource: resource.into(),
             namespace: None,
             name: None,
         };
-        match self
-            .cluster
-            .api
-            .post(
-                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                &review,
-                &t,
-            )
-            .await
-        {
-            Ok(Some(answer)) => answer
-                .pointer("/status/userInfo/username")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| self.cluster.kubeconfig_user.clone()),
-            Ok(None) => self.cluster.kubeconfig_user.clone(),
+        match self.cluster.api.get(path, &t).await {
+            Ok(object) => object,
             Err(err) => {
-                tracing::warn!(
-                    "cannot create selfsubjectreviews.authentication.k8s.io ({err}); recording the kubeconfig user"
-                );
-                self.cluster.kubeconfig_user.clone()
+                tracing::debug!("cannot get {resource} for the recorded Calico version ({err})");
+                None
             }
         }
-    }
-
-    /// The Calico release as `plan` reads it first: ClusterInformation, else the operator's
-    /// Installation. None when neither is readable; the revision is written all the same.
-    async fn calico_version(&self) -> Option<String> {
-        let sources = [
-            (
-                "/apis/projectcalico.org/v3/clusterinformations/default",
-                "clusterinformations.projectcalico.org",
-                "/spec/calicoVersion",
-            ),
-            (
-                "/apis/operator.tigera.io/v1/installations/default",
-                "installations.operator.tigera.io",
-                "/status/calicoVersion",
-            ),
-        ];
-        for (path, resource, field) in sources {
-            let t = Target {
-                verb: "get",
-                resource: resource.into(),
-                namespace: None,
-                name: Some("default".into()),
-            };
-            match self.cluster.api.get(path, &t).await {
-                Ok(Some(object)) => {
-                    if let Some(version) = object
-                        .pointer(field)
-                        .and_then(Value::as_str)
-                        .filter(|v| !v.is_empty())
-                    {
-                        return Some(version.to_string());
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => tracing::debug!("cannot get {resource}/default ({err})"),
-            }
-        }
-        None
     }
 
     fn configmap(&self, revision: &Revision) -> Value {
@@ -187,58 +150,49 @@ impl<'a> Store<'a> {
         changes: &[Change],
         undoes: Vec<u64>,
     ) -> Result<Recorder<'a>> {
-        let existing = self.list().await.map_err(history_error)?;
-        let mut number = existing.last().map_or(1, |r| r.revision + 1);
+        // Three independent reads, at once: one round trip before the first write, not three.
+        let (existing, user, calico_version) =
+            tokio::join!(self.list(), self.cluster.whoami(), self.calico_version());
+        let existing = existing.map_err(history_error)?;
+        let number = existing.last().map_or(1, |r| r.revision + 1);
         let mut revision = Revision {
             revision: number,
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             command: command.to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            user: self.whoami().await,
-            calico_version: self.calico_version().await,
+            user,
+            calico_version,
             state: RevisionState::Pending,
             objects: changes.iter().map(TouchedObject::planned).collect(),
             undoes,
             message: None,
         };
+        revision = self.create_pending(revision, number).await?;
+        Ok(Recorder {
+            cluster: self.cluster,
+            namespace: self.namespace.clone(),
+            max: self.max,
+            revision,
+        })
+    }
+
+    /// Create the pending revision's ConfigMap under the first free number from `number` on.
+    async fn create_pending(&self, mut revision: Revision, mut number: u64) -> Result<Revision> {
+        let configmaps = self.configmaps();
         for attempt in 1..=CREATE_ATTEMPTS {
             revision.revision = number;
             let body = self.configmap(&revision);
-            let t = target("create", &self.namespace, Some(configmap_name(number)));
-            match self
-                .cluster
-                .api
-                .create(&self.collection_path(), &body, false, &t)
-                .await
-            {
-                Ok(_) => {
-                    return Ok(Recorder {
-                        cluster: self.cluster,
-                        namespace: self.namespace.clone(),
-                        max: self.max,
-                        revision,
-                    });
-                }
-                Err(err) if err.status() == Some(409) && attempt < CREATE_ATTEMPTS => {
+            match configmaps.create(&body).await {
+                Ok(_) => return Ok(revision),
+                Err(err) if err.is_conflict() && attempt < CREATE_ATTEMPTS => {
                     // Our own create whose answer was lost (and retried), or another operator
                     // who took this number at the same moment: then take the next one.
-                    let path = format!("{}/{}", self.collection_path(), configmap_name(number));
-                    let existing = self
-                        .cluster
-                        .api
-                        .get(
-                            &path,
-                            &target("get", &self.namespace, Some(configmap_name(number))),
-                        )
+                    let existing = configmaps
+                        .get(&configmap_name(number))
                         .await
                         .map_err(history_error)?;
                     if existing.as_ref().and_then(|cm| cm.get("data")) == Some(&body["data"]) {
-                        return Ok(Recorder {
-                            cluster: self.cluster,
-                            namespace: self.namespace.clone(),
-                            max: self.max,
-                            revision,
-                        });
+                        return Ok(revision);
                     }
                     number += 1;
                 }
@@ -260,17 +214,7 @@ impl<'a> Store<'a> {
         let body = self.configmap(revision);
         let patch =
             json!({"metadata": {"labels": body["metadata"]["labels"]}, "data": body["data"]});
-        let path = format!("{}/{name}", self.collection_path());
-        self.cluster
-            .api
-            .merge_patch(
-                &path,
-                &patch,
-                false,
-                &target("patch", &self.namespace, Some(name)),
-            )
-            .await
-            .map(|_| ())
+        self.configmaps().merge_patch(&name, &patch).await
     }
 
     /// Keep the newest `max` revisions; pending ones are never pruned.
@@ -282,16 +226,8 @@ impl<'a> Store<'a> {
             .take(excess)
             .filter(|r| r.state != RevisionState::Pending)
         {
-            let name = configmap_name(revision.revision);
-            let path = format!("{}/{name}", self.collection_path());
-            self.cluster
-                .api
-                .delete(
-                    &path,
-                    None,
-                    false,
-                    &target("delete", &self.namespace, Some(name)),
-                )
+            self.configmaps()
+                .delete(&configmap_name(revision.revision))
                 .await?;
         }
         Ok(())

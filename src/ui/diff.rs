@@ -7,7 +7,7 @@ use super::printer::{Printer, Tone};
 use crate::plan::{Change, ChangeKind, presentable};
 
 pub fn change_header(change: &Change) -> String {
-    let verb = match change.kind {
+    let verb = match change.kind() {
         ChangeKind::Create => "create",
         ChangeKind::Update => "update (drifted from what this tool wrote)",
         ChangeKind::Adopt => "ADOPT (made by hand; will be labelled as managed by this tool)",
@@ -23,11 +23,16 @@ fn yaml_of(object: Option<&Value>) -> String {
 
 /// The unified diff of one change (before → after), three lines of context.
 pub fn render_change(printer: &Printer, change: &Change) -> String {
-    let before = yaml_of(change.before.as_ref());
-    let after = yaml_of(change.after.as_ref());
-    let mut out = String::new();
-    out.push_str(&printer.paint(Tone::Bold, &change_header(change)));
+    let mut out = printer.paint(Tone::Bold, &change_header(change));
     out.push('\n');
+    out.push_str(&render_objects(printer, change.before(), change.after()));
+    out
+}
+
+/// The unified diff of two versions of an object (None: absent), three lines of context.
+pub fn render_objects(printer: &Printer, before: Option<&Value>, after: Option<&Value>) -> String {
+    let (before, after) = (yaml_of(before), yaml_of(after));
+    let mut out = String::new();
     let diff = TextDiff::from_lines(&before, &after);
     for group in diff.grouped_ops(3) {
         for op in group {
@@ -60,14 +65,11 @@ mod tests {
         let mut after = before.clone();
         after["spec"]["order"] = json!(1001);
         let change = Change {
-            kind: ChangeKind::Update,
             stage: StageId::Localhost,
             object_kind: CalicoKind::GlobalNetworkPolicy,
             namespace: None,
             name: "x".into(),
-            before: Some(before),
-            body: Some(after.clone()),
-            after: Some(after),
+            action: crate::plan::Action::Update { before, after },
         };
         let printer = Printer {
             color: false,
