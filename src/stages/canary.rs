@@ -22,6 +22,7 @@ use std::fmt;
 use kube::core::{Expression, SelectorExt};
 use serde_json::Value;
 
+use crate::calico::objects::HostEndpoint;
 use crate::calico::selector::{self, Expr, Selector};
 use crate::error::Error;
 
@@ -355,11 +356,16 @@ fn name_of(object: &Value) -> &str {
         .unwrap_or_default()
 }
 
-fn node_of(host_endpoint: &Value) -> &str {
-    host_endpoint
-        .pointer("/spec/node")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+/// The live host endpoints as typed; one Calico's schema would refuse selects nothing.
+fn typed_host_endpoints(host_endpoints: &[Value]) -> Vec<HostEndpoint> {
+    host_endpoints
+        .iter()
+        .filter_map(|h| HostEndpoint::from_value(h).ok())
+        .collect()
+}
+
+fn node_of(host_endpoint: &HostEndpoint) -> &str {
+    host_endpoint.spec.node.as_deref().unwrap_or_default()
 }
 
 /// What a canary lockdown covers, or why it cannot go ahead as asked.
@@ -399,8 +405,9 @@ pub fn verify_host_endpoints(
         ));
         return coverage;
     }
+    let host_endpoints = typed_host_endpoints(host_endpoints);
     for node in &targeted {
-        let heps: Vec<&Value> = host_endpoints
+        let heps: Vec<&HostEndpoint> = host_endpoints
             .iter()
             .filter(|h| node_of(h) == *node)
             .collect();
@@ -412,23 +419,23 @@ pub fn verify_host_endpoints(
         }
         let mut names = Vec::new();
         for hep in heps {
-            if narrowed.matches(&labels_of(hep)) {
+            if narrowed.matches(&hep.metadata.labels) {
                 coverage.problems.push(format!(
                     "HostEndpoint {} of node {node} does not carry the labels --nodes {nodes} selects the node by, so it would keep the safety net (calico-kube-controllers copies node labels to its host endpoints a moment after they change; label a hand-made one yourself)",
-                    name_of(hep)
+                    hep.metadata.name
                 ));
             } else {
-                names.push(name_of(hep).to_string());
+                names.push(hep.metadata.name.clone());
             }
         }
         coverage.covered.push(((*node).to_string(), names));
     }
-    for hep in host_endpoints {
+    for hep in &host_endpoints {
         let node = node_of(hep);
-        if !targeted.contains(node) && !narrowed.matches(&labels_of(hep)) {
+        if !targeted.contains(node) && !narrowed.matches(&hep.metadata.labels) {
             coverage.problems.push(format!(
                 "HostEndpoint {} of node {node} carries labels --nodes {nodes} selects, though node {node} does not match: it would lose the safety net too (wait for calico-kube-controllers to copy the node's labels, or fix the endpoint's)",
-                name_of(hep)
+                hep.metadata.name
             ));
         }
     }
@@ -438,9 +445,10 @@ pub fn verify_host_endpoints(
 /// Nodes whose every host endpoint is outside the safety net selected by `safety_net_selector`:
 /// the nodes a canary lockdown covers.
 pub fn locked_nodes(safety_net_selector: &Selector, host_endpoints: &[Value]) -> Vec<String> {
+    let host_endpoints = typed_host_endpoints(host_endpoints);
     let mut by_node: BTreeMap<&str, bool> = BTreeMap::new();
-    for hep in host_endpoints {
-        let outside = !safety_net_selector.matches(&labels_of(hep));
+    for hep in &host_endpoints {
+        let outside = !safety_net_selector.matches(&hep.metadata.labels);
         by_node
             .entry(node_of(hep))
             .and_modify(|all| *all &= outside)

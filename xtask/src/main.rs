@@ -95,67 +95,8 @@ fn cluster(args: &[String]) -> Result<(), String> {
     };
     let opts = parse_opts(&layout, &args[1..])?;
     match sub.as_str() {
-        "build" => {
-            let t = Instant::now();
-            if cp::build(&layout, opts.force)? {
-                println!(
-                    "built {} and {} in {:.1}s",
-                    layout.controlplane_bin().display(),
-                    layout.kubectl_bin().display(),
-                    t.elapsed().as_secs_f64()
-                );
-            } else {
-                println!(
-                    "{} and {} are up to date",
-                    layout.controlplane_bin().display(),
-                    layout.kubectl_bin().display()
-                );
-            }
-            Ok(())
-        }
-        "up" => {
-            let seed = opts.seed.as_deref().unwrap_or("lab");
-            if let Some(r) = cp::running(&opts.dir) {
-                println!(
-                    "already running in {} (pid {}, {})",
-                    opts.dir.display(),
-                    r.pid,
-                    r.server
-                );
-                print_use(&layout, &r);
-                return Ok(());
-            }
-            let t = Instant::now();
-            if cp::build(&layout, false)? {
-                println!(
-                    "built control plane and kubectl in {:.1}s",
-                    t.elapsed().as_secs_f64()
-                );
-            }
-            let t = Instant::now();
-            let mut child = cp::spawn_lab(&layout, &opts.dir, seed, None, opts.dataplane)?;
-            let ready = cp::wait_ready(&opts.dir, &mut child, Duration::from_secs(120))?;
-            println!(
-                "control plane ready in {:.1}s: {} (seed {}, pid {}, log {})",
-                t.elapsed().as_secs_f64(),
-                ready.server,
-                ready.seed,
-                ready.pid,
-                cp::log_path(&opts.dir).display()
-            );
-            print_use(&layout, &ready);
-            if opts.dataplane {
-                println!(
-                    "dataplane lab: one calico-felix per node (logs {}/felix-<node>.log)",
-                    opts.dir.display()
-                );
-                println!(
-                    "  cargo xtask probe --dir {} --from node/node1 --to node/control --port tcp/6443",
-                    opts.dir.display()
-                );
-            }
-            Ok(())
-        }
+        "build" => cluster_build(&layout, &opts),
+        "up" => cluster_up(&layout, &opts),
         "down" => {
             if cp::stop(&opts.dir)? {
                 println!("stopped the control plane in {}", opts.dir.display());
@@ -164,20 +105,7 @@ fn cluster(args: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
-        "reset" => {
-            let seed = opts
-                .seed
-                .as_deref()
-                .ok_or("reset needs --seed lab|native|empty")?;
-            let t = Instant::now();
-            let inside = cp::reset(&opts.dir, seed)?;
-            println!(
-                "reset to {seed} in {} ms ({} ms inside the control plane)",
-                t.elapsed().as_millis(),
-                inside.as_millis()
-            );
-            Ok(())
-        }
+        "reset" => cluster_reset(&opts),
         "status" => {
             match cp::running(&opts.dir) {
                 Some(r) => {
@@ -196,6 +124,87 @@ fn cluster(args: &[String]) -> Result<(), String> {
         }
         _ => Err(USAGE.to_string()),
     }
+}
+
+/// `cluster build`: the control plane and kubectl, unless they are up to date (or `--force`).
+fn cluster_build(layout: &cp::Layout, opts: &Opts) -> Result<(), String> {
+    let t = Instant::now();
+    if cp::build(layout, opts.force)? {
+        println!(
+            "built {} and {} in {:.1}s",
+            layout.controlplane_bin().display(),
+            layout.kubectl_bin().display(),
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        println!(
+            "{} and {} are up to date",
+            layout.controlplane_bin().display(),
+            layout.kubectl_bin().display()
+        );
+    }
+    Ok(())
+}
+
+/// `cluster up`: start a lab in `--dir` (or say where it already runs) and how to use it.
+fn cluster_up(layout: &cp::Layout, opts: &Opts) -> Result<(), String> {
+    let seed = opts.seed.as_deref().unwrap_or("lab");
+    if let Some(r) = cp::running(&opts.dir) {
+        println!(
+            "already running in {} (pid {}, {})",
+            opts.dir.display(),
+            r.pid,
+            r.server
+        );
+        print_use(layout, &r);
+        return Ok(());
+    }
+    let t = Instant::now();
+    if cp::build(layout, false)? {
+        println!(
+            "built control plane and kubectl in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let t = Instant::now();
+    let mut child = cp::spawn_lab(layout, &opts.dir, seed, None, opts.dataplane)?;
+    let ready = cp::wait_ready(&opts.dir, &mut child, Duration::from_secs(120))?;
+    println!(
+        "control plane ready in {:.1}s: {} (seed {}, pid {}, log {})",
+        t.elapsed().as_secs_f64(),
+        ready.server,
+        ready.seed,
+        ready.pid,
+        cp::log_path(&opts.dir).display()
+    );
+    print_use(layout, &ready);
+    if opts.dataplane {
+        println!(
+            "dataplane lab: one calico-felix per node (logs {}/felix-<node>.log)",
+            opts.dir.display()
+        );
+        println!(
+            "  cargo xtask probe --dir {} --from node/node1 --to node/control --port tcp/6443",
+            opts.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `cluster reset --seed`: the running lab back to a seed, timed.
+fn cluster_reset(opts: &Opts) -> Result<(), String> {
+    let seed = opts
+        .seed
+        .as_deref()
+        .ok_or("reset needs --seed lab|native|empty")?;
+    let t = Instant::now();
+    let inside = cp::reset(&opts.dir, seed)?;
+    println!(
+        "reset to {seed} in {} ms ({} ms inside the control plane)",
+        t.elapsed().as_millis(),
+        inside.as_millis()
+    );
+    Ok(())
 }
 
 /// `cargo xtask probe`: `controlplane probe` against a dataplane lab, its
