@@ -216,6 +216,16 @@ pub enum Command {
     #[command(visible_alias = "default-deny")]
     Lockdown(LockdownCommandArgs),
 
+    /// The soak gate: real flows that only the safety net allows, and those a staged policy
+    /// would deny.
+    ///
+    /// Read from Calico's flow logs (Goldmane, Calico 3.30+) through the API server's service
+    /// proxy to Whisker (Service calico-system/whisker, port 8081), aggregated by source,
+    /// destination, protocol and port. `lockdown` refuses while such flows would be cut. Felix
+    /// logs no host-to-host flow (Calico v3.31): host paths are `check`'s to judge. Nothing is
+    /// written; exit 1 with "no flow source" when there are no flow logs to read.
+    Observe(ObserveArgs),
+
     /// Every stage's state, the detected facts, and the next step.
     ///
     /// States: applied, applied (by hand), missing, partial, drifted, not applicable.
@@ -462,6 +472,13 @@ pub struct CheckArgs {
     /// Evaluate the cluster as it would be after this stage (or `lockdown`) is applied.
     #[arg(long, value_enum, value_name = "STAGE")]
     pub after: Option<StageId>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ObserveArgs {
+    /// How far back to read, e.g. 15m or 1h (Goldmane keeps about an hour).
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub since: String,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod facts;
+pub mod flowlogs;
 pub mod interrupt;
 pub mod journal;
 pub mod live;

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod errors;
+pub mod flow_source;
 pub mod inventory;
 pub mod write;
 

@@ -8,6 +8,7 @@ mod explain;
 mod history;
 mod lockdown;
 mod observe;
+mod observe_flows;
 mod plan;
 mod preflight;
 mod rbac;
@@ -215,6 +216,9 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         Command::Explain(args) => explain::run(&ctx, &args).await,
         Command::History => history::run(&ctx).await,
         Command::Rollback(args) => rollback::run(&ctx, &args).await,
+        Command::Observe(args) => {
+            observe_flows::run(&ctx, &observe_flows::ObserveOptions::from_args(&args.since)?).await
+        }
         Command::Completion(_)
         | Command::Rbac
         | Command::SafetyNet

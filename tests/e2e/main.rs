@@ -12,6 +12,7 @@ mod faults_e2e;
 mod harness;
 mod host_endpoint_templates_e2e;
 mod krew_e2e;
+mod observe_e2e;
 mod pty_e2e;
 mod reliability_e2e;
 mod selector_differential;
