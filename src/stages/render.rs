@@ -1,5 +1,7 @@
 //! One function per stage: facts and options in, desired objects out.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::calico::policy::{Action, CalicoKind, PolicySpec, PolicyType, Protocol, Rule};
 use crate::facts::{ClusterFacts, NodeRef};
 
@@ -10,6 +12,7 @@ const ALLOW_ORDER: u32 = 1001;
 /// Host endpoints carry the node's labels; pods do not carry this one.
 const HOST_SELECTOR: &str = "has(kubernetes.io/os)";
 const KUBELET_PORT: u16 = 10250;
+const DNS_PORT: u16 = 53;
 
 pub fn render(stage: StageId, facts: &ClusterFacts, options: &StageOptions) -> StageRender {
     match stage {
@@ -190,24 +193,90 @@ fn controllers_to_calico_apiserver(facts: &ClusterFacts, options: &StageOptions)
     )])
 }
 
+/// Hosts to Calico's own components: the tutorial's rule to calico-apiserver and, only where the
+/// cluster has them, the paths `check` and lockdown's preflight require: Felix to Goldmane's
+/// flow-log port (Calico 3.30+; Felix dials Goldmane's Service name, so cluster DNS too) and the
+/// control-plane nodes to Calico's fail-closed admission webhooks (3.32).
 fn hosts_to_calico_apiserver(facts: &ClusterFacts) -> StageRender {
-    if facts.calico_apiserver_namespace.is_none() {
+    let mut egress = Vec::new();
+    if facts.calico_apiserver_namespace.is_some() {
+        egress.push(
+            Rule::allow()
+                .protocol(Protocol::tcp())
+                .to_selector("k8s-app == \"calico-apiserver\"")
+                .to_ports([facts.calico_apiserver_port]),
+        );
+    }
+    egress.extend(flow_log_rules(facts));
+    egress.extend(admission_webhook_rules(facts));
+    if egress.is_empty() {
         return no_calico_apiserver();
     }
     let mut spec = PolicySpec::order(ALLOW_ORDER);
     spec.selector = Some(HOST_SELECTOR.into());
     spec.types = types(&[PolicyType::Egress]);
-    spec.egress = vec![
-        Rule::allow()
-            .protocol(Protocol::tcp())
-            .to_selector("k8s-app == \"calico-apiserver\"")
-            .to_ports([facts.calico_apiserver_port]),
-    ];
+    spec.egress = egress;
     StageRender::Objects(vec![gnp(
         StageId::HostsToCalicoApiserver,
         "calico-components-to-apiserver",
         &spec,
     )])
+}
+
+/// Felix on every node sends flow logs to Goldmane, which it finds by its Service name.
+fn flow_log_rules(facts: &ClusterFacts) -> Vec<Rule> {
+    if facts.observability.goldmane_pods.is_empty() {
+        return Vec::new();
+    }
+    let (key, value) = &facts.dns_label;
+    let dns = format!("{key} == \"{value}\"");
+    let mut rules = vec![
+        Rule::allow()
+            .protocol(Protocol::tcp())
+            .to_selector("k8s-app == \"goldmane\"")
+            .to_ports([facts.observability.goldmane_port]),
+    ];
+    rules.extend(
+        [Protocol::udp(), Protocol::tcp()]
+            .into_iter()
+            .map(|protocol| {
+                Rule::allow()
+                    .protocol(protocol)
+                    .to_selector(dns.clone())
+                    .to_ports([DNS_PORT])
+            }),
+    );
+    rules
+}
+
+/// The API server (on the control-plane nodes) calls each fail-closed webhook's pods, in the
+/// namespace of the webhook's Service, on the ports its endpoints serve: one rule per namespace.
+fn admission_webhook_rules(facts: &ClusterFacts) -> Vec<Rule> {
+    let mut ports_by_namespace: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
+    for webhook in facts.admission_webhooks.iter().flatten() {
+        let Some((namespace, _)) = webhook.service.split_once('/') else {
+            continue;
+        };
+        if webhook.fails_closed && !webhook.endpoints.is_empty() {
+            ports_by_namespace
+                .entry(namespace)
+                .or_default()
+                .extend(webhook.endpoints.iter().map(|(_, port)| *port));
+        }
+    }
+    ports_by_namespace
+        .into_iter()
+        .map(|(namespace, ports)| {
+            let mut rule = Rule::allow()
+                .protocol(Protocol::tcp())
+                .to_namespace_selector(format!("projectcalico.org/name == \"{namespace}\""))
+                .to_ports(ports);
+            if !facts.control_plane_nodes.is_empty() {
+                rule = rule.from_selector(hosts_selector(&facts.control_plane_nodes));
+            }
+            rule
+        })
+        .collect()
 }
 
 /// Ingress to and egress towards `targets` on `port`, for every host: the shape of the
@@ -358,7 +427,7 @@ fn registry(options: &StageOptions) -> StageRender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::ClusterFacts;
+    use crate::facts::{AdmissionWebhook, ClusterFacts};
     use crate::stages::parse_registry;
 
     fn node(name: &str) -> NodeRef {
@@ -423,6 +492,72 @@ mod tests {
         assert_eq!(
             objects[0].manifest["spec"]["egress"][0]["destination"]["namespaceSelector"],
             "projectcalico.org/name == \"calico-apiserver\""
+        );
+    }
+
+    fn calico_components_egress(facts: &ClusterFacts) -> Vec<serde_json::Value> {
+        let StageRender::Objects(objects) = hosts_to_calico_apiserver(facts) else {
+            panic!("applicable")
+        };
+        assert_eq!(objects[0].name, "calico-components-to-apiserver");
+        objects[0].manifest["spec"]["egress"]
+            .as_array()
+            .expect("egress rules")
+            .clone()
+    }
+
+    fn webhook(service: &str, fails_closed: bool, port: u16) -> AdmissionWebhook {
+        AdmissionWebhook {
+            name: format!("{service}/validate"),
+            service: service.into(),
+            fails_closed,
+            endpoints: vec![("192.168.1.7".into(), port)],
+        }
+    }
+
+    #[test]
+    fn calico_components_reach_goldmane_and_dns_only_where_goldmane_runs() {
+        let tutorial = calico_components_egress(&ClusterFacts::tutorial_lab());
+        assert_eq!(tutorial.len(), 1, "the tutorial's rule alone: {tutorial:?}");
+
+        let mut facts = ClusterFacts::tutorial_lab();
+        facts.observability.goldmane_pods = vec!["calico-system/goldmane-1".into()];
+        facts.observability.goldmane_port = 7443;
+        let egress = calico_components_egress(&facts);
+        assert_eq!(egress[0], tutorial[0]);
+        assert_eq!(
+            egress[1],
+            serde_json::json!({"action": "Allow", "protocol": "TCP",
+                "destination": {"selector": "k8s-app == \"goldmane\"", "ports": [7443]}})
+        );
+        for (rule, protocol) in egress[2..].iter().zip(["UDP", "TCP"]) {
+            assert_eq!(rule["protocol"], protocol);
+            assert_eq!(rule["destination"]["selector"], "k8s-app == \"kube-dns\"");
+            assert_eq!(rule["destination"]["ports"], serde_json::json!([53]));
+        }
+    }
+
+    #[test]
+    fn the_control_plane_reaches_fail_closed_calico_webhooks_even_without_calico_apiserver() {
+        let mut facts = ClusterFacts::tutorial_lab();
+        facts.calico_apiserver_namespace = None;
+        assert!(matches!(
+            hosts_to_calico_apiserver(&facts),
+            StageRender::NotApplicable(_)
+        ));
+        facts.admission_webhooks = Some(vec![
+            webhook("calico-system/calico-webhooks", true, 6443),
+            webhook("calico-system/calico-webhooks", true, 6443),
+            webhook("tigera-operator/audit", false, 9443),
+        ]);
+        let egress = calico_components_egress(&facts);
+        assert_eq!(
+            egress,
+            [serde_json::json!({"action": "Allow", "protocol": "TCP",
+                "source": {"selector": "has(kubernetes.io/os) && kubernetes.io/hostname == \"control\""},
+                "destination": {"namespaceSelector": "projectcalico.org/name == \"calico-system\"",
+                                "ports": [6443]}})],
+            "fail-open webhooks need no rule"
         );
     }
 

@@ -19,3 +19,4 @@ mod selector_differential;
 mod stages_e2e;
 mod tutorial_render;
 mod upgrade_drift_e2e;
+mod version_families_e2e;
