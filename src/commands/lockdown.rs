@@ -80,21 +80,7 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         live,
     } = ctx.observe(&Observe::everything()).await?;
     let stage_options = StageOptions::with_defaults();
-    let scope = match &options.nodes {
-        Some(nodes) => canary_scope(ctx, nodes, &live)?,
-        None => {
-            if let Some(nodes) = super::plan::canary_lockdown(&live).map(|c| c.locked_nodes) {
-                ctx.printer.say(&format!(
-                    "completing the canary lockdown of {}: default deny on every host and workload",
-                    list_or_none(&nodes)
-                ));
-            }
-            Scope {
-                narrowed: None,
-                reach: "every host and workload".into(),
-            }
-        }
-    };
+    let scope = lockdown_scope(ctx, options, &live)?;
     preflight(ctx, options, &facts, &live, &scope)?;
     let changes = match &scope.narrowed {
         Some(narrowed) => narrowing_changes(narrowed, &live),
@@ -104,16 +90,6 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         say_already_in_force(ctx, &scope, &live);
         return Ok(ExitStatus::Success);
     }
-    // Real traffic the safety net alone allows: flows nobody listed for the preflight.
-    super::observe_flows::soak_gate(
-        ctx,
-        &cluster,
-        &facts,
-        &live,
-        scope.narrowed.as_deref(),
-        options.force,
-    )
-    .await?;
     let transaction = Transaction::new(ctx, &cluster);
     transaction.show(&changes);
     let what = match scope.narrowed {
@@ -140,6 +116,24 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         &scope.reach,
     )
     .await
+}
+
+/// Whom this lockdown reaches: a canary's nodes, or every host and workload (which completes a
+/// canary in force).
+fn lockdown_scope(ctx: &Context, options: &LockdownOptions, live: &LiveState) -> Result<Scope> {
+    if let Some(nodes) = &options.nodes {
+        return canary_scope(ctx, nodes, live);
+    }
+    if let Some(nodes) = super::plan::canary_lockdown(live).map(|c| c.locked_nodes) {
+        ctx.printer.say(&format!(
+            "completing the canary lockdown of {}: default deny on every host and workload",
+            list_or_none(&nodes)
+        ));
+    }
+    Ok(Scope {
+        narrowed: None,
+        reach: "every host and workload".into(),
+    })
 }
 
 /// Lockdown's preflight, shown check by check: a failed check refuses unless --force

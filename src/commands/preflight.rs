@@ -77,27 +77,9 @@ pub fn run_checks(
 pub fn failsafe_check(facts: &ClusterFacts) -> CheckResult {
     let api = facts.apiserver_port;
     let typha = (!facts.typha_nodes.is_empty()).then_some(facts.typha_port);
-    let is_control = |node: &str| facts.control_plane_nodes.iter().any(|n| n.name == node);
-    let is_typha = |node: &str| facts.typha_nodes.iter().any(|n| n.name == node);
     let mut problems = Vec::new();
     for node in &facts.nodes {
-        let failsafe = facts.failsafe_on(node);
-        let has = |list: &[String], port: u16| list.iter().any(|p| p == &format!("tcp:{port}"));
-        let mut missing = Vec::new();
-        if is_control(node) && !has(&failsafe.inbound, api) {
-            missing.push(format!("inbound tcp:{api} (the API server)"));
-        }
-        if !has(&failsafe.outbound, api) {
-            missing.push(format!("outbound tcp:{api} (to the API server)"));
-        }
-        if let Some(port) = typha {
-            if is_typha(node) && !has(&failsafe.inbound, port) {
-                missing.push(format!("inbound tcp:{port} (typha)"));
-            }
-            if !has(&failsafe.outbound, port) {
-                missing.push(format!("outbound tcp:{port} (to typha)"));
-            }
-        }
+        let missing = missing_failsafe_ports(facts, node);
         if missing.is_empty() {
             continue;
         }
@@ -140,6 +122,32 @@ pub fn failsafe_check(facts: &ClusterFacts) -> CheckResult {
             problems.join("; ")
         ),
     )
+}
+
+/// The failsafe ports `node` lacks, each with what it is for.
+fn missing_failsafe_ports(facts: &ClusterFacts, node: &str) -> Vec<String> {
+    let api = facts.apiserver_port;
+    let typha = (!facts.typha_nodes.is_empty()).then_some(facts.typha_port);
+    let is_control = facts.control_plane_nodes.iter().any(|n| n.name == node);
+    let is_typha = facts.typha_nodes.iter().any(|n| n.name == node);
+    let failsafe = facts.failsafe_on(node);
+    let has = |list: &[String], port: u16| list.iter().any(|p| p == &format!("tcp:{port}"));
+    let mut missing = Vec::new();
+    if is_control && !has(&failsafe.inbound, api) {
+        missing.push(format!("inbound tcp:{api} (the API server)"));
+    }
+    if !has(&failsafe.outbound, api) {
+        missing.push(format!("outbound tcp:{api} (to the API server)"));
+    }
+    if let Some(port) = typha {
+        if is_typha && !has(&failsafe.inbound, port) {
+            missing.push(format!("inbound tcp:{port} (typha)"));
+        }
+        if !has(&failsafe.outbound, port) {
+            missing.push(format!("outbound tcp:{port} (to typha)"));
+        }
+    }
+    missing
 }
 
 /// Calico's admission webhooks that fail closed (Calico 3.32): if the API server cannot reach

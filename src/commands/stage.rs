@@ -19,7 +19,7 @@ use crate::exit::ExitStatus;
 use crate::facts::ClusterFacts;
 use crate::live::label_selectors_for;
 use crate::plan::{Change, change_for};
-use crate::stages::{self, StageId, StageOptions, StageRender};
+use crate::stages::{self, DesiredObject, StageId, StageOptions, StageRender};
 use crate::ui::printer::Tone;
 
 use super::Context;
@@ -108,23 +108,9 @@ pub fn pods_for_flow_report(
     let StageRender::Objects(objects) = stages::render(stage, facts, options) else {
         return PodScope::System;
     };
-    let mut changed: Vec<CompiledPolicy> = Vec::new();
-    for object in &objects {
-        let kind = match object.kind {
-            CalicoKind::GlobalNetworkPolicy => PolicyKind::Global,
-            CalicoKind::NetworkPolicy => PolicyKind::Namespaced,
-            _ => continue,
-        };
-        let replaced = live.find(object.kind, object.namespace.as_deref(), &object.name);
-        for manifest in std::iter::once(&object.manifest).chain(replaced) {
-            match compile_object(kind, manifest) {
-                Ok(policy) => changed.push(policy),
-                // The engine leaves out a policy it cannot read; whether that changes a flow is
-                // for the report over every pod to say.
-                Err(_) => return PodScope::Every,
-            }
-        }
-    }
+    let Some(changed) = changed_policies(&objects, live) else {
+        return PodScope::Every;
+    };
     // Only the endpoints and namespace labels matter for which policy selects what.
     let engine = Engine::new(
         build::network(live),
@@ -165,6 +151,25 @@ pub fn pods_for_flow_report(
         }
     }
     scope
+}
+
+/// The policies `objects` write and the live ones they replace, compiled; None when one cannot
+/// be compiled: the engine leaves out a policy it cannot read, and whether that changes a flow
+/// is for the report over every pod to say.
+fn changed_policies(objects: &[DesiredObject], live: &LiveState) -> Option<Vec<CompiledPolicy>> {
+    let mut changed = Vec::new();
+    for object in objects {
+        let kind = match object.kind {
+            CalicoKind::GlobalNetworkPolicy => PolicyKind::Global,
+            CalicoKind::NetworkPolicy => PolicyKind::Namespaced,
+            _ => continue,
+        };
+        let replaced = live.find(object.kind, object.namespace.as_deref(), &object.name);
+        for manifest in std::iter::once(&object.manifest).chain(replaced) {
+            changed.push(compile_object(kind, manifest).ok()?);
+        }
+    }
+    Some(changed)
 }
 
 /// LISTs that return at least every pod `policy` can select.
@@ -309,20 +314,8 @@ mod tests {
                         "expectedIPs": [node["status"]["addresses"][0]["address"]]}})
     }
 
-    /// A lab-like cluster with application pods whose DNS flows a stage may or may not touch:
-    /// a Kubernetes NetworkPolicy that denies app-a's egress (so the safety net changes its
-    /// flows), and a pod that carries the label the host selector looks for.
-    fn cluster(with_heps: bool) -> LiveState {
-        let nodes = vec![
-            node("control", "10.0.0.1", true),
-            node("node1", "10.0.0.2", false),
-            node("node2", "10.0.0.3", false),
-        ];
-        let mut live = LiveState::default();
-        live.inventory.calico_api = Some(crate::facts::CalicoApiMode::AggregatedApiserver);
-        live.inventory.apiserver_endpoint_slices = vec![
-            json!({"endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"name": "https", "port": 6443}]}),
-        ];
+    /// The lab's pods: DNS, Calico's components (typha on the host network), and applications.
+    fn lab_pods() -> Vec<Value> {
         let mut pods = vec![
             pod(
                 "kube-system",
@@ -383,6 +376,24 @@ mod tests {
             ),
         ];
         pods[4]["spec"]["hostNetwork"] = json!(true);
+        pods
+    }
+
+    /// A lab-like cluster with application pods whose DNS flows a stage may or may not touch:
+    /// a Kubernetes NetworkPolicy that denies app-a's egress (so the safety net changes its
+    /// flows), and a pod that carries the label the host selector looks for.
+    fn cluster(with_heps: bool) -> LiveState {
+        let nodes = vec![
+            node("control", "10.0.0.1", true),
+            node("node1", "10.0.0.2", false),
+            node("node2", "10.0.0.3", false),
+        ];
+        let mut live = LiveState::default();
+        live.inventory.calico_api = Some(crate::facts::CalicoApiMode::AggregatedApiserver);
+        live.inventory.apiserver_endpoint_slices = vec![
+            json!({"endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"name": "https", "port": 6443}]}),
+        ];
+        let mut pods = lab_pods();
         pods.sort_by_key(|p| {
             format!(
                 "{}/{}",

@@ -44,7 +44,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
 
     // Every confirmation comes before the first write; the writes form one revision.
     let transaction = Transaction::new(ctx, &cluster);
-    let accepted = confirmed_stages(&transaction, args, through, &options, &facts, &live)?;
+    let accepted = confirmed_stages(&transaction, through, &options, &facts, &live)?;
     if accepted.is_empty() {
         ctx.printer
             .say_tone(Tone::Good, "every selected stage is already in place");
@@ -53,12 +53,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
         report_applied(ctx, &accepted, &applied);
     }
     if wants_hep {
-        let hep_args = EnableHepArgs {
-            wait: true,
-            timeout: "2m".into(),
-            ..EnableHepArgs::default()
-        };
-        enable_hep::run(ctx, &hep_args).await?;
+        enable_host_endpoints(ctx).await?;
     }
     if wants_lockdown {
         if ctx.dry_run != DryRun::None {
@@ -79,7 +74,6 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
 /// The changes of every selected policy stage, each stage shown and confirmed in turn.
 fn confirmed_stages(
     transaction: &Transaction,
-    args: &UpArgs,
     through: StageId,
     options: &StageOptions,
     facts: &ClusterFacts,
@@ -112,4 +106,14 @@ fn confirmed_stages(
         }
     }
     Ok(accepted)
+}
+
+/// `enable-hep --wait --timeout 2m`: up waits for the host endpoints before a lockdown.
+async fn enable_host_endpoints(ctx: &Context) -> Result<ExitStatus> {
+    let hep_args = EnableHepArgs {
+        wait: true,
+        timeout: "2m".into(),
+        ..EnableHepArgs::default()
+    };
+    enable_hep::run(ctx, &hep_args).await
 }
