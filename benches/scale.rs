@@ -1,8 +1,10 @@
-//! Fleet-scale benchmark: `plan`, `up`, a stage command and `check` against the scale seed
-//! (2,000 nodes, 20,000 pods in 20 namespaces, 1,000 GlobalNetworkPolicies, added to the lab by
-//! `controlplane scale-seed`), each next to `kubectl get -o json` of the same lists, with wall
-//! time and peak resident memory (GNU time's maximum RSS) per whole process run, since that is
-//! what an operator waits for.
+//! Fleet-scale benchmark: `plan`, `up`, every stage command (the policy stages, `registry` and
+//! `enable-hep`) and `check` against the scale seed (2,000 nodes, 20,000 pods in 20 namespaces,
+//! 1,000 GlobalNetworkPolicies, added to the lab by `controlplane scale-seed`), each next to
+//! `kubectl get -o json` of the lists it reads and, for a stage command, next to `plan`, with
+//! wall time and peak resident memory (GNU time's maximum RSS) per whole process run, since that
+//! is what an operator waits for. `lockdown` is left out: it asks for the context name and a
+//! confirmation that access still works, which a benchmark cannot give.
 //!
 //! `cargo bench --bench scale` (starts the test control plane through the e2e harness; Go 1.26+
 //! and /usr/bin/time are required). `SCALE_BENCH_ROUNDS` (default 3) sets the runs per command;
@@ -100,31 +102,42 @@ fn measure_kubectl(c: &ClusterGuard, lists: &[&[&str]]) -> Run {
 }
 
 struct Summary {
-    name: &'static str,
+    name: String,
     median: Duration,
     peak_mib: u64,
 }
 
-fn summarize(name: &'static str, runs: &[Run]) -> Summary {
+fn summarize(name: impl Into<String>, runs: &[Run]) -> Summary {
     let mut times: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
     times.sort_by(f64::total_cmp);
     Summary {
-        name,
+        name: name.into(),
         median: Duration::from_secs_f64(times[times.len() / 2]),
         peak_mib: runs.iter().map(|r| r.peak_kib).max().unwrap_or(0) / 1024,
     }
 }
 
-fn main() {
-    let rounds: usize = std::env::var("SCALE_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    assert!(
-        Path::new(GNU_TIME).exists(),
-        "{GNU_TIME} is required to measure peak memory (apt-get install time)"
-    );
-    let c = harness::cluster(Seed::Lab);
+/// The stage commands, each with the arguments it needs and the `kubectl-calico-harden/stage`
+/// label of what it writes.
+const STAGE_COMMANDS: &[(&[&str], &str)] = &[
+    (&["safety-net"], "safety-net"),
+    (&["localhost"], "localhost"),
+    (&["isolate-apps"], "isolate-apps"),
+    (&["calico-apiserver-to-kapi"], "calico-apiserver-to-kapi"),
+    (
+        &["controllers-to-calico-apiserver"],
+        "controllers-to-calico-apiserver",
+    ),
+    (&["hosts-to-calico-apiserver"], "hosts-to-calico-apiserver"),
+    (&["nodes-to-kapi"], "nodes-to-kapi"),
+    (&["srcnat-to-kapi"], "srcnat-to-kapi"),
+    (&["nodes-to-typha"], "nodes-to-typha"),
+    (&["kubelet"], "kubelet"),
+    (&["controllers-to-kapi"], "controllers-to-kapi"),
+    (&["registry", "--ip", "10.5.0.1"], "registry"),
+];
+
+fn seed_scale(c: &ClusterGuard) {
     let seeded = c
         .command(harness::bin_dir().join("controlplane"))
         .args(["scale-seed", "--dir"])
@@ -137,101 +150,162 @@ fn main() {
         "scale-seed: {}",
         String::from_utf8_lossy(&seeded.stderr)
     );
-    let plugin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-calico_harden"));
-    let kubectl = ClusterGuard::kubectl_path();
-    let managed = "app.kubernetes.io/managed-by=kubectl-calico-harden";
-    let undo = |selector: &str| {
-        let out = c
-            .command(&kubectl)
-            .args([
-                "delete",
-                "globalnetworkpolicies.projectcalico.org,networkpolicies.projectcalico.org",
-                "-A",
-                "-l",
-                selector,
-            ])
-            .output()
-            .expect("kubectl delete");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+}
 
+/// Delete the policies the plugin wrote that `selector` selects.
+fn undo(c: &ClusterGuard, selector: &str) {
+    let out = c
+        .command(ClusterGuard::kubectl_path())
+        .args([
+            "delete",
+            "globalnetworkpolicies.projectcalico.org,networkpolicies.projectcalico.org",
+            "-A",
+            "-l",
+            selector,
+        ])
+        .output()
+        .expect("kubectl delete");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Turn automatic host endpoints off again and wait until kube-controllers removed them, so the
+/// next round starts from the same cluster.
+fn undo_enable_hep(c: &ClusterGuard, plugin: &Path) {
+    let out = c
+        .command(plugin)
+        .args([
+            "enable-hep",
+            "--disable",
+            "--wait",
+            "--timeout",
+            "10m",
+            "--yes",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("enable-hep --disable");
+    assert!(
+        out.status.success(),
+        "enable-hep --disable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const MANAGED: &str = "app.kubernetes.io/managed-by=kubectl-calico-harden";
+
+/// One round: every command once, each from the seeded state.
+fn round(c: &ClusterGuard, plugin: &Path, runs: &mut Runs) {
     let plan_lists: [&[&str]; 2] = [
         &["get", NON_POD_LISTS, "-A"],
         &["get", "pods", "-A", "-l", SYSTEM_PODS],
     ];
-    // localhost's flow report also reads the pods its host selector could match.
-    let stage_lists: [&[&str]; 3] = [
-        plan_lists[0],
-        plan_lists[1],
-        &["get", "pods", "-A", "-l", "kubernetes.io/os"],
-    ];
     let full_lists: [&[&str]; 2] = [plan_lists[0], &["get", "pods", "-A"]];
-
-    let mut runs: [Vec<Run>; 7] = Default::default();
-    for round in 0..rounds {
-        eprintln!("scale bench: round {}/{rounds}", round + 1);
-        runs[0].push(measure_kubectl(&c, &plan_lists));
-        runs[1].push(measure(&c, &plugin, &["plan", "-o", "json"]));
-        runs[2].push(measure_kubectl(&c, &stage_lists));
-        runs[3].push(measure(&c, &plugin, &["localhost", "--yes"]));
-        undo("kubectl-calico-harden/stage=localhost");
-        runs[4].push(measure(&c, &plugin, &["up", "--yes"]));
-        undo(managed);
-        runs[5].push(measure_kubectl(&c, &full_lists));
-        runs[6].push(measure_exiting(
-            &c,
-            &plugin,
-            &["check", "-o", "json"],
-            &[0, 1],
-        ));
+    runs.kubectl_plan.push(measure_kubectl(c, &plan_lists));
+    runs.plan.push(measure(c, plugin, &["plan", "-o", "json"]));
+    runs.up.push(measure(c, plugin, &["up", "--yes"]));
+    undo(c, MANAGED);
+    for (index, (args, stage)) in STAGE_COMMANDS.iter().enumerate() {
+        let mut full: Vec<&str> = args.to_vec();
+        full.push("--yes");
+        runs.stages[index].push(measure(c, plugin, &full));
+        undo(c, &format!("kubectl-calico-harden/stage={stage}"));
     }
-    let [
-        kubectl_plan,
-        plan,
-        kubectl_stage,
-        stage,
-        up,
-        kubectl_full,
-        check,
-    ] = runs;
-    let kubectl_plan = summarize("kubectl get (plan's and up's lists)", &kubectl_plan);
-    let plan = summarize("plan -o json", &plan);
-    let kubectl_stage = summarize("kubectl get (localhost's lists)", &kubectl_stage);
-    let stage = summarize("localhost --yes", &stage);
-    let up = summarize("up --yes", &up);
-    let kubectl_full = summarize("kubectl get (every pod, check's lists)", &kubectl_full);
-    let check = summarize("check -o json (every pod)", &check);
+    runs.kubectl_full.push(measure_kubectl(c, &full_lists));
+    runs.check.push(measure_exiting(
+        c,
+        plugin,
+        &["check", "-o", "json"],
+        &[0, 1],
+    ));
+    runs.enable_hep
+        .push(measure(c, plugin, &["enable-hep", "--yes"]));
+    undo_enable_hep(c, plugin);
+}
 
+#[derive(Default)]
+struct Runs {
+    kubectl_plan: Vec<Run>,
+    plan: Vec<Run>,
+    up: Vec<Run>,
+    stages: Vec<Vec<Run>>,
+    enable_hep: Vec<Run>,
+    kubectl_full: Vec<Run>,
+    check: Vec<Run>,
+}
+
+fn main() {
+    let rounds: usize = std::env::var("SCALE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    assert!(
+        Path::new(GNU_TIME).exists(),
+        "{GNU_TIME} is required to measure peak memory (apt-get install time)"
+    );
+    let c = harness::cluster(Seed::Lab);
+    seed_scale(&c);
+    let plugin = PathBuf::from(env!("CARGO_BIN_EXE_kubectl-calico_harden"));
+    let mut runs = Runs {
+        stages: STAGE_COMMANDS.iter().map(|_| Vec::new()).collect(),
+        ..Runs::default()
+    };
+    for number in 1..=rounds {
+        eprintln!("scale bench: round {number}/{rounds}");
+        round(&c, &plugin, &mut runs);
+    }
+    let kubectl_plan = summarize("kubectl get (plan's lists)", &runs.kubectl_plan);
+    let plan = summarize("plan -o json", &runs.plan);
+    let kubectl_full = summarize("kubectl get (every pod, check's lists)", &runs.kubectl_full);
+    let mut stages = vec![summarize("up --yes", &runs.up)];
+    stages.extend(
+        STAGE_COMMANDS
+            .iter()
+            .zip(&runs.stages)
+            .map(|((args, _), runs)| summarize(format!("{} --yes", args.join(" ")), runs)),
+    );
+    stages.push(summarize("enable-hep --yes", &runs.enable_hep));
+    let check = summarize("check -o json (every pod)", &runs.check);
+    print_table(&kubectl_plan, &plan, &stages, &kubectl_full, &check, rounds);
+    c.reset(Seed::Lab);
+}
+
+fn print_table(
+    kubectl_plan: &Summary,
+    plan: &Summary,
+    stages: &[Summary],
+    kubectl_full: &Summary,
+    check: &Summary,
+    rounds: usize,
+) {
     let ratio = |a: &Summary, b: &Summary| a.median.as_secs_f64() / b.median.as_secs_f64();
     println!("scale: {NODES} nodes, {PODS} pods, {POLICIES} policies; median of {rounds} run(s)");
     println!(
-        "{:<42}{:>10}{:>12}{:>16}",
-        "COMMAND", "TIME", "PEAK RSS", "VS KUBECTL"
+        "{:<46}{:>9}{:>12}{:>14}{:>10}",
+        "COMMAND", "TIME", "PEAK RSS", "VS KUBECTL", "VS PLAN"
     );
-    for (summary, against) in [
-        (&kubectl_plan, None),
-        (&plan, Some(&kubectl_plan)),
-        (&up, Some(&kubectl_plan)),
-        (&kubectl_stage, None),
-        (&stage, Some(&kubectl_stage)),
-        (&kubectl_full, None),
-        (&check, Some(&kubectl_full)),
-    ] {
+    let row = |summary: &Summary, kubectl: Option<&Summary>, vs_plan: bool| {
         println!(
-            "{:<42}{:>9.2}s{:>8} MiB{:>16}",
+            "{:<46}{:>8.2}s{:>8} MiB{:>14}{:>10}",
             summary.name,
             summary.median.as_secs_f64(),
             summary.peak_mib,
-            against.map_or(String::new(), |k| format!("{:.2}x", ratio(summary, k)))
+            kubectl.map_or(String::new(), |k| format!("{:.2}x", ratio(summary, k))),
+            if vs_plan {
+                format!("{:.2}x", ratio(summary, plan))
+            } else {
+                String::new()
+            }
         );
+    };
+    row(kubectl_plan, None, false);
+    row(plan, Some(kubectl_plan), false);
+    for stage in stages {
+        row(stage, Some(kubectl_plan), true);
     }
-    println!(
-        "localhost --yes takes {:.2}x the time of plan",
-        ratio(&stage, &plan)
-    );
-    c.reset(Seed::Lab);
+    row(kubectl_full, None, false);
+    row(check, Some(kubectl_full), false);
 }
