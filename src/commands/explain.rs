@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::cli::ExplainArgs;
-use crate::cluster::inventory;
+use crate::cluster::inventory::Observe;
 use crate::engine::build;
 use crate::engine::eval::HopResult;
 use crate::engine::model::EndpointKind;
@@ -15,12 +15,12 @@ use crate::engine::report::CONNTRACK_NOTE;
 use crate::engine::{Decider, Engine, Flow, HopKind, PolicyTrace, Protocol, Side, state_after};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::facts;
 use crate::stages::StageOptions;
 use crate::ui::Printer;
 use crate::ui::printer::Tone;
 
 use super::Context;
+use super::observe::Observed;
 
 /// `tcp/6443`, `udp/53`, `ipip`, `sctp/9`, `4`.
 pub fn parse_proto_port(raw: &str) -> Result<(Protocol, u16)> {
@@ -80,9 +80,7 @@ struct Explanation {
 
 pub async fn run(ctx: &Context, args: &ExplainArgs) -> Result<ExitStatus> {
     let (protocol, port) = parse_proto_port(&args.proto_port)?;
-    let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed { facts, live, .. } = ctx.observe(&Observe::everything()).await?;
     let options = StageOptions {
         namespace_override: ctx.namespace.clone(),
         ..StageOptions::with_defaults()

@@ -4,13 +4,14 @@
 use serde_json::{Value, json};
 
 use crate::cli::{OutputFormat, RenderArgs};
-use crate::cluster::inventory;
+use crate::cluster::inventory::Observe;
 use crate::error::Result;
 use crate::exit::ExitStatus;
-use crate::facts::{self, ClusterFacts, NodeRef};
+use crate::facts::{ClusterFacts, NodeRef};
 use crate::stages::{self, StageId, StageOptions, StageRender};
 
 use super::Context;
+use super::observe::Observed;
 
 fn options(args: &RenderArgs, ctx: &Context) -> Result<StageOptions> {
     super::stage_options(&args.stage_flags, ctx.namespace.clone())
@@ -91,8 +92,6 @@ pub fn run_offline(args: &RenderArgs, ctx: &Context) -> Result<ExitStatus> {
 
 pub async fn run_live(args: &RenderArgs, ctx: &Context) -> Result<ExitStatus> {
     let options = options(args, ctx)?;
-    let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed { facts, .. } = ctx.observe(&Observe::everything()).await?;
     emit(ctx, &facts, &options, &selected(args, &options))
 }
