@@ -105,8 +105,18 @@ impl Printer {
     /// Serialise `value` as the chosen -o format on stdout.
     pub fn structured<T: serde::Serialize>(&self, value: &T) {
         match self.output {
+            // Streamed: a fleet's flow report is tens of megabytes, never held as one string
+            // (JSON escapes control characters, so there are no colour codes to remove).
             Some(OutputFormat::Json) => {
-                self.data(&serde_json::to_string_pretty(value).expect("serialisable"))
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                match serde_json::to_writer_pretty(&mut out, value) {
+                    Ok(()) => {
+                        let _ = out.write_all(b"\n");
+                        let _ = out.flush();
+                    }
+                    // A closed pipe (`| head`) ends the output, as in `data`.
+                    Err(err) => assert!(err.is_io(), "serialisable: {err}"),
+                }
             }
             Some(OutputFormat::Yaml) | None => self.data(&crate::yaml::to_yaml(value)),
         }
