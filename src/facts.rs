@@ -731,12 +731,16 @@ fn admission_webhooks(inv: &Inventory) -> Option<Vec<AdmissionWebhook>> {
     Some(found)
 }
 
-/// The Service (namespace, name) a webhook calls, when it is in a Calico namespace.
+/// The Service Calico 3.32's admission webhooks are served by. Operator installs put it in
+/// calico-system; the manifest install (calico-v3-crds.yaml) in kube-system.
+pub const CALICO_WEBHOOKS_SERVICE: &str = "calico-webhooks";
+
+/// The Service (namespace, name) a webhook calls, when it is Calico's: in a Calico namespace, or
+/// calico-webhooks wherever a manifest install put it.
 pub fn calico_webhook_service(webhook: &Value) -> Option<(&str, &str)> {
     let namespace = str_at(webhook, "/clientConfig/service/namespace")?;
     let name = str_at(webhook, "/clientConfig/service/name")?;
-    CALICO_NAMESPACES
-        .contains(&namespace)
+    (CALICO_NAMESPACES.contains(&namespace) || name == CALICO_WEBHOOKS_SERVICE)
         .then_some((namespace, name))
 }
 
@@ -831,6 +835,23 @@ pub fn skew_fix(controllers: &str, node: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn calicos_webhooks_are_found_in_its_namespaces_and_by_name_in_a_manifest_install() {
+        let webhook = |namespace: &str, name: &str| json!({"clientConfig": {"service": {"namespace": namespace, "name": name}}});
+        let operator = webhook("calico-system", "calico-webhooks");
+        let manifest = webhook("kube-system", "calico-webhooks");
+        let other = webhook("kube-system", "metrics-server");
+        assert_eq!(
+            calico_webhook_service(&operator),
+            Some(("calico-system", "calico-webhooks"))
+        );
+        assert_eq!(
+            calico_webhook_service(&manifest),
+            Some(("kube-system", "calico-webhooks"))
+        );
+        assert_eq!(calico_webhook_service(&other), None);
+    }
 
     fn node(name: &str, ip: &str, control_plane: bool) -> Value {
         let mut labels = json!({"kubernetes.io/os": "linux", "kubernetes.io/hostname": name});
