@@ -49,12 +49,17 @@ impl LiveState {
     }
 }
 
-/// What a command reads from the cluster. Every kind but pods is read whole (they are few, or
-/// every command's facts need them); pods are the one list that grows with the workloads, and
-/// most commands need only the Calico and DNS pods the facts come from.
+/// What a command reads from the cluster. Every kind but pods and policies is read whole (they
+/// are few, and every command's facts need them); pods are the one list that grows with the
+/// workloads, and most commands need only the Calico and DNS pods the facts come from; the
+/// policies (Calico's and Kubernetes') are what the plan and the flow check evaluate, and at
+/// fleet scale the other large list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observe {
     pub pods: PodScope,
+    /// Whether the Calico and Kubernetes network policies are read; without them
+    /// [`LiveState`]'s policy lists are empty.
+    pub policies: bool,
 }
 
 impl Observe {
@@ -62,6 +67,7 @@ impl Observe {
     pub fn everything() -> Self {
         Self {
             pods: PodScope::Every,
+            policies: true,
         }
     }
 
@@ -69,6 +75,16 @@ impl Observe {
     pub fn facts() -> Self {
         Self {
             pods: PodScope::System,
+            policies: true,
+        }
+    }
+
+    /// What the facts need and no policy: a command that changes Calico's configuration, not
+    /// policy, and shows no flow check (`enable-hep`).
+    pub fn facts_without_policies() -> Self {
+        Self {
+            policies: false,
+            ..Self::facts()
         }
     }
 }
@@ -328,5 +344,6 @@ mod tests {
         assert_eq!(scope.union(PodScope::Every), PodScope::Every);
         assert_eq!(Observe::facts().pods, PodScope::System);
         assert_eq!(Observe::everything().pods, PodScope::Every);
+        assert!(!Observe::facts_without_policies().policies);
     }
 }

@@ -234,38 +234,51 @@ pub async fn observe_pods(cluster: &Cluster, live: &mut LiveState, scope: &PodSc
     Ok(())
 }
 
+/// A read whose failure only loses information: the value, or the warning that says what the
+/// command assumes without it. The warnings are said once the command is known to go on
+/// ([`warned`]), so a cluster that does not serve projectcalico.org/v3 gets its one error and
+/// no warnings about the Calico kinds read alongside the discovery.
+type Optional<T> = std::result::Result<T, String>;
+
+fn optional<T>(read: Result<T>, assumption: impl FnOnce(&Error) -> String) -> Optional<T> {
+    read.map_err(|err| assumption(&err))
+}
+
+fn warned<T>(read: Optional<T>) -> Option<T> {
+    read.inspect_err(|warning| tracing::warn!("{warning}")).ok()
+}
+
 /// IPPools tell which encapsulation is in use; without permission to read them the flow check
 /// assumes VXLAN and says so, so their absence never fails a command.
-async fn list_ip_pools(cluster: &Cluster) -> Result<Option<Vec<Value>>> {
+async fn list_ip_pools(cluster: &Cluster) -> Optional<Option<Vec<Value>>> {
     let target = core_target("ippools.projectcalico.org");
-    Ok(cluster
-        .api
-        .list("/apis/projectcalico.org/v3/ippools", None, &target)
-        .await
-        .inspect_err(|err| {
-            tracing::warn!(
-                "cannot list ippools.projectcalico.org ({err}); the flow check assumes VXLAN"
-            )
-        })
-        .ok()
-        .flatten())
+    optional(
+        cluster
+            .api
+            .list("/apis/projectcalico.org/v3/ippools", None, &target)
+            .await,
+        |err| {
+            format!("cannot list ippools.projectcalico.org ({err}); the flow check assumes VXLAN")
+        },
+    )
 }
 
 /// Kubernetes NetworkPolicies, all namespaces; Calico enforces them at order 1000. Without
-/// permission to read them the flow check assumes there are none and says so (None).
-async fn list_k8s_network_policies(cluster: &Cluster) -> Result<Option<Vec<Value>>> {
+/// permission to read them the flow check assumes there are none and says so.
+async fn list_k8s_network_policies(cluster: &Cluster) -> Optional<Vec<Value>> {
     let target = core_target("networkpolicies.networking.k8s.io");
-    Ok(cluster
-        .api
-        .list("/apis/networking.k8s.io/v1/networkpolicies", None, &target)
-        .await
-        .inspect_err(|err| {
-            tracing::warn!(
+    optional(
+        cluster
+            .api
+            .list("/apis/networking.k8s.io/v1/networkpolicies", None, &target)
+            .await
+            .map(Option::unwrap_or_default),
+        |err| {
+            format!(
                 "cannot list networkpolicies.networking.k8s.io ({err}); the flow check assumes there are no Kubernetes NetworkPolicies"
             )
-        })
-        .map(Option::unwrap_or_default)
-        .ok())
+        },
+    )
 }
 
 /// FelixConfiguration `default` and the per-node `node.<name>` ones, from one LIST.
@@ -286,63 +299,67 @@ async fn list_felix_configurations(cluster: &Cluster) -> Result<(Option<Value>, 
 }
 
 /// Tiers give policy its order and what a tier does when no rule matched; without them the flow
-/// check assumes Calico's own tiers as the release creates them and says so (None).
-async fn list_tiers(cluster: &Cluster) -> Option<Vec<Value>> {
+/// check assumes Calico's own tiers as the release creates them and says so.
+async fn list_tiers(cluster: &Cluster) -> Optional<Vec<Value>> {
     let target = core_target("tiers.projectcalico.org");
-    cluster
-        .api
-        .list("/apis/projectcalico.org/v3/tiers", None, &target)
-        .await
-        .inspect_err(|err| {
-            tracing::warn!(
+    optional(
+        cluster
+            .api
+            .list("/apis/projectcalico.org/v3/tiers", None, &target)
+            .await
+            .map(Option::unwrap_or_default),
+        |err| {
+            format!(
                 "cannot list tiers.projectcalico.org ({err}); the flow check assumes Calico's own tiers (default, adminnetworkpolicy, baselineadminnetworkpolicy) with their built-in order and default action"
             )
-        })
-        .map(Option::unwrap_or_default)
-        .ok()
+        },
+    )
 }
 
-/// One object whose absence only loses information (the Calico version): None when missing or
-/// unreadable, with a warning when unreadable.
-async fn get_optional(cluster: &Cluster, path: &str, resource: &str, name: &str) -> Option<Value> {
+/// One object whose absence only loses information (the Calico version): None when missing,
+/// the warning when unreadable.
+async fn get_optional(
+    cluster: &Cluster,
+    path: &str,
+    resource: &str,
+    name: &str,
+) -> Optional<Option<Value>> {
     let target = Target {
         verb: "get",
         resource: resource.to_string(),
         namespace: None,
         name: Some(name.to_string()),
     };
-    cluster
-        .api
-        .get(path, &target)
-        .await
-        .inspect_err(|err| {
-            tracing::warn!(
-                "cannot get {resource}/{name} ({err}); the Calico version it reports is not shown"
-            )
-        })
-        .ok()
-        .flatten()
+    optional(cluster.api.get(path, &target).await, |err| {
+        format!("cannot get {resource}/{name} ({err}); the Calico version it reports is not shown")
+    })
 }
 
 /// ValidatingWebhookConfigurations, for the webhooks Calico's pods serve (the API server must
-/// reach them or every Calico write fails). Optional: None with a warning when forbidden.
-async fn list_validating_webhooks(cluster: &Cluster) -> Option<Vec<Value>> {
+/// reach them or every Calico write fails), and the EndpointSlices of the Services they call.
+async fn list_validating_webhooks(cluster: &Cluster) -> (Optional<Vec<Value>>, Vec<Value>) {
     let target = core_target("validatingwebhookconfigurations.admissionregistration.k8s.io");
-    cluster
-        .api
-        .list(
-            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-            None,
-            &target,
-        )
-        .await
-        .inspect_err(|err| {
-            tracing::warn!(
+    let webhooks = optional(
+        cluster
+            .api
+            .list(
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+                None,
+                &target,
+            )
+            .await
+            .map(Option::unwrap_or_default),
+        |err| {
+            format!(
                 "cannot list validatingwebhookconfigurations.admissionregistration.k8s.io ({err}); the flow check and lockdown's preflight cannot see whether the API server must reach Calico's admission webhooks"
             )
-        })
-        .map(Option::unwrap_or_default)
-        .ok()
+        },
+    );
+    let slices = match &webhooks {
+        Ok(webhooks) => list_webhook_endpoint_slices(cluster, webhooks).await,
+        Err(_) => Vec::new(),
+    };
+    (webhooks, slices)
 }
 
 /// The EndpointSlices of the Services that webhooks in a Calico namespace call: where the API
@@ -389,42 +406,102 @@ pub async fn fetch(cluster: &Cluster) -> Result<LiveState> {
     fetch_observed(cluster, &Observe::everything()).await
 }
 
-/// Read what `observe` asks for, every LIST in parallel and page by page.
-pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<LiveState> {
-    let progress = Progress::start("reading the cluster");
-    let ((mode, calico_apiserver_service_namespace), nodes, slices, pods, namespaces) = tokio::try_join!(
-        calico_api_mode(cluster),
-        list_nodes(cluster, &progress),
+/// The kinds the Kubernetes API server serves itself: the lists that grow with a fleet, and the
+/// `kubernetes` Service's endpoints.
+struct CoreReads {
+    nodes: Vec<Value>,
+    apiserver_endpoint_slices: Vec<Value>,
+    pods: Vec<Value>,
+    namespaces: Vec<Value>,
+}
+
+async fn read_core(cluster: &Cluster, pods: &PodScope, progress: &Progress) -> Result<CoreReads> {
+    let (nodes, apiserver_endpoint_slices, pods, namespaces) = tokio::try_join!(
+        list_nodes(cluster, progress),
         list_core(
             cluster,
             "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
             Some("kubernetes.io/service-name=kubernetes"),
             "endpointslices.discovery.k8s.io",
         ),
-        list_pods(cluster, &observe.pods, &progress),
+        list_pods(cluster, pods, progress),
         list_pruned::<NamespaceFields>(
             cluster,
             "/api/v1/namespaces",
             None,
             "namespaces",
-            &progress,
+            progress,
             "namespaces",
         ),
     )?;
-    if mode == CalicoApiMode::NotServed {
-        return Err(not_served_error());
-    }
-    let (kcc, (felix, felix_nodes), heps, gnps, nps, ip_pools, knps) = tokio::try_join!(
+    Ok(CoreReads {
+        nodes,
+        apiserver_endpoint_slices,
+        pods,
+        namespaces,
+    })
+}
+
+/// The Calico configuration and the policies, Calico's and Kubernetes': what the plan and the
+/// flow check evaluate.
+struct PolicyReads {
+    kube_controllers_configuration: Option<Value>,
+    felix_configuration: Option<Value>,
+    felix_node_configurations: Vec<Value>,
+    host_endpoints: Vec<Value>,
+    global_network_policies: Vec<Value>,
+    network_policies: Vec<Value>,
+    ip_pools: Optional<Option<Vec<Value>>>,
+    k8s_network_policies: Optional<Vec<Value>>,
+}
+
+/// The Calico configuration, and the policies when `with_policies`.
+async fn read_policies(cluster: &Cluster, with_policies: bool) -> Result<PolicyReads> {
+    let policies = |kind| async move {
+        match with_policies {
+            true => list_calico(cluster, kind).await,
+            false => Ok(Vec::new()),
+        }
+    };
+    let (kcc, (felix, felix_nodes), heps, gnps, nps, (ip_pools, knps)) = tokio::try_join!(
         get_calico(cluster, CalicoKind::KubeControllersConfiguration, "default"),
         list_felix_configurations(cluster),
         list_calico(cluster, CalicoKind::HostEndpoint),
-        list_calico(cluster, CalicoKind::GlobalNetworkPolicy),
-        list_calico(cluster, CalicoKind::NetworkPolicy),
-        list_ip_pools(cluster),
-        list_k8s_network_policies(cluster),
+        policies(CalicoKind::GlobalNetworkPolicy),
+        policies(CalicoKind::NetworkPolicy),
+        async {
+            let k8s_network_policies = async {
+                match with_policies {
+                    true => list_k8s_network_policies(cluster).await,
+                    false => Ok(Vec::new()),
+                }
+            };
+            Ok(tokio::join!(list_ip_pools(cluster), k8s_network_policies))
+        },
     )?;
-    // Optional reads: each degrades with a warning that names it.
-    let (tiers, cluster_information, installation, webhooks) = tokio::join!(
+    Ok(PolicyReads {
+        kube_controllers_configuration: kcc,
+        felix_configuration: felix,
+        felix_node_configurations: felix_nodes,
+        host_endpoints: heps,
+        global_network_policies: gnps,
+        network_policies: nps,
+        ip_pools,
+        k8s_network_policies: knps,
+    })
+}
+
+/// What only adds information: tiers, the Calico version, admission webhooks.
+struct OptionalReads {
+    tiers: Optional<Vec<Value>>,
+    cluster_information: Optional<Option<Value>>,
+    installation: Optional<Option<Value>>,
+    validating_webhooks: Optional<Vec<Value>>,
+    webhook_endpoint_slices: Vec<Value>,
+}
+
+async fn read_optional(cluster: &Cluster) -> OptionalReads {
+    let (tiers, cluster_information, installation, (validating_webhooks, webhook_endpoint_slices)) = tokio::join!(
         list_tiers(cluster),
         get_optional(
             cluster,
@@ -440,34 +517,61 @@ pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<Live
         ),
         list_validating_webhooks(cluster),
     );
-    let webhook_endpoint_slices = match &webhooks {
-        Some(webhooks) => list_webhook_endpoint_slices(cluster, webhooks).await,
-        None => Vec::new(),
-    };
+    OptionalReads {
+        tiers,
+        cluster_information,
+        installation,
+        validating_webhooks,
+        webhook_endpoint_slices,
+    }
+}
+
+/// Read what `observe` asks for: every read at once, lists page by page. The Calico reads do
+/// not wait for the discovery of the API that serves them: where it is not served they come
+/// back empty, and the discovery's answer decides.
+pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<LiveState> {
+    let progress = Progress::start("reading the cluster");
+    let (mode, core, policies, optional) = tokio::join!(
+        calico_api_mode(cluster),
+        read_core(cluster, &observe.pods, &progress),
+        read_policies(cluster, observe.policies),
+        read_optional(cluster),
+    );
+    let (mode, calico_apiserver_service_namespace) = mode?;
+    if mode == CalicoApiMode::NotServed {
+        return Err(not_served_error());
+    }
+    let (core, policies) = (core?, policies?);
+    let k8s_network_policies = warned(policies.k8s_network_policies);
     Ok(LiveState {
         inventory: Inventory {
             calico_api: Some(mode),
             calico_apiserver_service_namespace,
-            nodes,
-            apiserver_endpoint_slices: slices,
-            system_pods: pods.iter().filter(|p| is_system_pod(p)).cloned().collect(),
-            pods,
-            ip_pools,
-            namespaces,
-            kube_controllers_configuration: kcc,
-            felix_configuration: felix,
-            felix_node_configurations: felix_nodes,
-            tiers,
-            cluster_information,
-            installation,
-            validating_webhooks: webhooks,
-            webhook_endpoint_slices,
-            host_endpoints: heps,
-            k8s_network_policies_unread: knps.is_none(),
-            k8s_network_policies: knps.unwrap_or_default(),
+            nodes: core.nodes,
+            apiserver_endpoint_slices: core.apiserver_endpoint_slices,
+            system_pods: core
+                .pods
+                .iter()
+                .filter(|p| is_system_pod(p))
+                .cloned()
+                .collect(),
+            pods: core.pods,
+            ip_pools: warned(policies.ip_pools).flatten(),
+            namespaces: core.namespaces,
+            kube_controllers_configuration: policies.kube_controllers_configuration,
+            felix_configuration: policies.felix_configuration,
+            felix_node_configurations: policies.felix_node_configurations,
+            tiers: warned(optional.tiers),
+            cluster_information: warned(optional.cluster_information).flatten(),
+            installation: warned(optional.installation).flatten(),
+            validating_webhooks: warned(optional.validating_webhooks),
+            webhook_endpoint_slices: optional.webhook_endpoint_slices,
+            host_endpoints: policies.host_endpoints,
+            k8s_network_policies_unread: k8s_network_policies.is_none(),
+            k8s_network_policies: k8s_network_policies.unwrap_or_default(),
         },
-        global_network_policies: gnps,
-        network_policies: nps,
+        global_network_policies: policies.global_network_policies,
+        network_policies: policies.network_policies,
     })
 }
 

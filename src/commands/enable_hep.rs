@@ -267,7 +267,7 @@ pub async fn run(ctx: &Context, args: &EnableHepArgs) -> Result<ExitStatus> {
         cluster,
         facts,
         live,
-    } = ctx.observe(&Observe::everything()).await?;
+    } = ctx.observe(&Observe::facts_without_policies()).await?;
     let Some(kcc) = live.inventory.kube_controllers_configuration.as_ref() else {
         return Err(Error::refused(
             "KubeControllersConfiguration `default` does not exist, so host endpoints cannot be turned on",

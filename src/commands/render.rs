@@ -92,6 +92,6 @@ pub fn run_offline(args: &RenderArgs, ctx: &Context) -> Result<ExitStatus> {
 
 pub async fn run_live(args: &RenderArgs, ctx: &Context) -> Result<ExitStatus> {
     let options = options(args, ctx)?;
-    let Observed { facts, .. } = ctx.observe(&Observe::everything()).await?;
+    let Observed { facts, .. } = ctx.observe(&Observe::facts_without_policies()).await?;
     emit(ctx, &facts, &options, &selected(args, &options))
 }
