@@ -616,3 +616,47 @@ fn the_recorded_version_falls_back_to_the_image_tag_like_plan() {
         .expect("a revision");
     assert_eq!(newest["calico_version"], "v3.28.2", "{newest}");
 }
+
+#[test]
+fn an_upgrade_from_3_28_to_3_30_names_the_stage_that_renders_differently_now() {
+    let c = family_cluster(&CALICO_3_28);
+    succeed(calico_harden(&c, &["up", "--yes"]), "up");
+    // The upgrade as the operator makes it: Goldmane deployed, then calico-node's start-up
+    // writes the new release into ClusterInformation (the next reset puts both back).
+    c.kubectl_stdin_ok(
+        &["create", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "goldmane-7d4c9b8f6-r5tq2", "namespace": "calico-system",
+                         "labels": {"k8s-app": "goldmane", "app.kubernetes.io/name": "goldmane"}},
+            "spec": {"nodeName": "node2", "serviceAccountName": "default",
+                     "containers": [{"name": "goldmane", "image": "quay.io/calico/goldmane:v3.30.3",
+                                     "ports": [{"name": "goldmane", "containerPort": 7443}]}]}})
+        .to_string(),
+    );
+    c.kubectl_ok(&[
+        "patch",
+        "clusterinformations.crd.projectcalico.org",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"calicoVersion": "v3.30.3"}}"#,
+    ]);
+    let (_, plan) = json_of(&c, &["plan", "-o", "json"]);
+    let upgrades = plan["calico_upgrades"].as_array().expect("calico_upgrades");
+    assert_eq!(upgrades.len(), 1, "{plan:#}");
+    assert_eq!(upgrades[0]["from"], CALICO_3_28.version);
+    assert_eq!(upgrades[0]["to"], CALICO_3_30.version);
+    assert_eq!(
+        upgrades[0]["stages"],
+        // Nobody edited it: it renders differently now, and so differs from the live object.
+        json!([{"stage": "hosts-to-calico-apiserver", "drifted": true, "rendering_changed": true,
+                "rerun": "kubectl calico-harden hosts-to-calico-apiserver"}]),
+        "only the stage that now also allows Felix -> Goldmane: {plan:#}"
+    );
+    succeed(
+        calico_harden(&c, &["hosts-to-calico-apiserver", "--yes"]),
+        "re-running the stage",
+    );
+    let (_, plan) = json_of(&c, &["plan", "-o", "json"]);
+    assert_eq!(plan["calico_upgrades"], json!([]), "{plan:#}");
+}
