@@ -374,41 +374,44 @@ pub fn predict(config: &KccHostEndpointConfig, nodes: &[NodeFacts]) -> Vec<HostE
             if !node_selector.matches(&node.labels) {
                 continue;
             }
-            let expected_ips = expected_ips_in_cidrs(node, &template.interface_cidrs);
-            if template.interface_pattern.is_empty() {
-                // An endpoint without an interface needs an expected IP to be valid.
-                if !expected_ips.is_empty() {
-                    out.push(endpoint(
-                        node,
-                        &template.labels,
-                        endpoint_name(&node.name, &template.generate_name, ""),
-                        expected_ips,
-                        "",
-                    ));
-                }
-                continue;
-            }
-            // kube-controllers' regexp.MustCompile would panic on a bad pattern; the API
-            // server's validation keeps it out, so nothing is predicted for one.
-            let Ok(pattern) = regex::Regex::new(&template.interface_pattern) else {
-                continue;
-            };
-            for interface in node.interfaces.iter().filter(|i| pattern.is_match(&i.name)) {
-                let mut ips = expected_ips.clone();
-                for address in &interface.addresses {
-                    if !ips.contains(address) {
-                        ips.push(address.clone());
-                    }
-                }
-                out.push(endpoint(
-                    node,
-                    &template.labels,
-                    endpoint_name(&node.name, &template.generate_name, &interface.name),
-                    ips,
-                    &interface.name,
-                ));
+            out.extend(template_endpoints(node, template));
+        }
+    }
+    out
+}
+
+/// The endpoints one template makes for a node it selects: one with the template's CIDR
+/// matches, or one per interface matching its pattern.
+fn template_endpoints(node: &NodeFacts, template: &HostEndpointTemplate) -> Vec<HostEndpoint> {
+    let expected_ips = expected_ips_in_cidrs(node, &template.interface_cidrs);
+    if template.interface_pattern.is_empty() {
+        // An endpoint without an interface needs an expected IP to be valid.
+        if expected_ips.is_empty() {
+            return Vec::new();
+        }
+        let name = endpoint_name(&node.name, &template.generate_name, "");
+        return vec![endpoint(node, &template.labels, name, expected_ips, "")];
+    }
+    // kube-controllers' regexp.MustCompile would panic on a bad pattern; the API server's
+    // validation keeps it out, so nothing is predicted for one.
+    let Ok(pattern) = regex::Regex::new(&template.interface_pattern) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for interface in node.interfaces.iter().filter(|i| pattern.is_match(&i.name)) {
+        let mut ips = expected_ips.clone();
+        for address in &interface.addresses {
+            if !ips.contains(address) {
+                ips.push(address.clone());
             }
         }
+        out.push(endpoint(
+            node,
+            &template.labels,
+            endpoint_name(&node.name, &template.generate_name, &interface.name),
+            ips,
+            &interface.name,
+        ));
     }
     out
 }

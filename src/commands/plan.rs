@@ -8,7 +8,7 @@ use crate::calico::selector;
 use crate::cluster::inventory::{LiveState, Observe};
 use crate::error::Result;
 use crate::exit::ExitStatus;
-use crate::facts::ClusterFacts;
+use crate::facts::{ClusterFacts, HostEndpointFacts};
 use crate::journal::upgrade::{self, CalicoUpgrade, StageNow};
 use crate::plan::{ObjectState, object_state};
 use crate::stages::{self, StageId, StageOptions, StageRender, canary};
@@ -196,6 +196,23 @@ fn enable_hep_status(facts: &ClusterFacts, live: &LiveState) -> StageStatus {
         .filter(|n| !hep.nodes_with_hep.contains(n))
         .collect();
     let plan = host_endpoint_plan(live);
+    let (state, detail) = enable_hep_state(hep, &plan, &missing_nodes);
+    StageStatus {
+        stage: StageId::EnableHep,
+        state,
+        detail,
+        objects: vec![],
+        locked_nodes: vec![],
+    }
+}
+
+/// Where autoCreate stands: the configuration, what kube-controllers runs with, and whether the
+/// host endpoints it makes are all there.
+fn enable_hep_state(
+    hep: &HostEndpointFacts,
+    plan: &HostEndpointPlan,
+    missing_nodes: &[&String],
+) -> (StageState, String) {
     let waiting: Vec<&String> = plan
         .comparison
         .missing
@@ -203,7 +220,7 @@ fn enable_hep_status(facts: &ClusterFacts, live: &LiveState) -> StageStatus {
         .chain(&plan.comparison.different)
         .chain(&plan.comparison.extra)
         .collect();
-    let (state, detail) = if !hep.config_present {
+    if !hep.config_present {
         (
             StageState::Missing,
             "KubeControllersConfiguration default does not exist".to_string(),
@@ -235,7 +252,7 @@ fn enable_hep_status(facts: &ClusterFacts, live: &LiveState) -> StageStatus {
             StageState::Partial,
             format!(
                 "autoCreate is Enabled; no host endpoint for {}: its configuration makes none for them (createDefaultHostEndpoint Disabled and no template selects them or matches their IPs)",
-                join(&missing_nodes)
+                join(missing_nodes)
             ),
         )
     } else {
@@ -247,13 +264,6 @@ fn enable_hep_status(facts: &ClusterFacts, live: &LiveState) -> StageStatus {
                 plan.predicted.len()
             ),
         )
-    };
-    StageStatus {
-        stage: StageId::EnableHep,
-        state,
-        detail,
-        objects: vec![],
-        locked_nodes: vec![],
     }
 }
 
@@ -500,6 +510,40 @@ fn node_names(list: &[crate::facts::NodeRef]) -> String {
 /// What was detected, one `name: value` line each.
 fn facts_table(report: &PlanReport) -> String {
     let f = &report.facts;
+    let mut lines = vec![("context", report.context.clone())];
+    lines.extend(control_plane_facts(f));
+    lines.extend(calico_facts(f));
+    lines.push((
+        "nodes",
+        format!(
+            "{} ({} with a host endpoint)",
+            f.node_count,
+            f.host_endpoints.nodes_with_hep.len()
+        ),
+    ));
+    lines.push((
+        "host endpoints",
+        host_endpoints_summary(&report.host_endpoints),
+    ));
+    let failsafe_defaults = if f.failsafe.defaults {
+        " (Felix defaults)"
+    } else {
+        ""
+    };
+    lines.push((
+        "failsafe inbound",
+        format!("{}{failsafe_defaults}", f.failsafe.inbound.join(" ")),
+    ));
+    let mut out: String = lines
+        .iter()
+        .map(|(name, value)| format!("{:<21}{value}\n", format!("{name}:")))
+        .collect();
+    out.push('\n');
+    out
+}
+
+/// How the v3 API is served and where the control plane and Calico's API server run.
+fn control_plane_facts(f: &ClusterFacts) -> [(&'static str, String); 5] {
     let calico_api = serde_json::to_value(f.calico_api).unwrap();
     let calico_apiserver = f
         .calico_apiserver_namespace
@@ -507,25 +551,7 @@ fn facts_table(report: &PlanReport) -> String {
         .map_or("not running".to_string(), |ns| {
             format!("namespace {ns}, port {}", f.calico_apiserver_port)
         });
-    let version = f.calico_version().map_or(
-        "unknown (no ClusterInformation, Installation or image tag says)".to_string(),
-        |(version, source)| format!("{version} (from {source})"),
-    );
-    let skew = f.version_skew().unwrap_or_else(|| {
-        "unknown (calico-node or calico-kube-controllers images carry no version)".into()
-    });
-    let typha = if f.typha_nodes.is_empty() {
-        "not running".into()
-    } else {
-        node_names(&f.typha_nodes)
-    };
-    let failsafe_defaults = if f.failsafe.defaults {
-        " (Felix defaults)"
-    } else {
-        ""
-    };
-    let lines = [
-        ("context", report.context.clone()),
+    [
         (
             "calico API",
             calico_api.as_str().unwrap_or_default().to_string(),
@@ -544,32 +570,28 @@ fn facts_table(report: &PlanReport) -> String {
             "kube-controllers",
             format!("namespace {}", f.kube_controllers_namespace),
         ),
+    ]
+}
+
+/// The Calico release, the skew between its components, and Typha.
+fn calico_facts(f: &ClusterFacts) -> [(&'static str, String); 3] {
+    let version = f.calico_version().map_or(
+        "unknown (no ClusterInformation, Installation or image tag says)".to_string(),
+        |(version, source)| format!("{version} (from {source})"),
+    );
+    let skew = f.version_skew().unwrap_or_else(|| {
+        "unknown (calico-node or calico-kube-controllers images carry no version)".into()
+    });
+    let typha = if f.typha_nodes.is_empty() {
+        "not running".into()
+    } else {
+        node_names(&f.typha_nodes)
+    };
+    [
         ("calico version", version),
         ("version skew", skew),
         ("typha", typha),
-        (
-            "nodes",
-            format!(
-                "{} ({} with a host endpoint)",
-                f.node_count,
-                f.host_endpoints.nodes_with_hep.len()
-            ),
-        ),
-        (
-            "host endpoints",
-            host_endpoints_summary(&report.host_endpoints),
-        ),
-        (
-            "failsafe inbound",
-            format!("{}{failsafe_defaults}", f.failsafe.inbound.join(" ")),
-        ),
-    ];
-    let mut out: String = lines
-        .iter()
-        .map(|(name, value)| format!("{:<21}{value}\n", format!("{name}:")))
-        .collect();
-    out.push('\n');
-    out
+    ]
 }
 
 fn host_endpoints_summary(heps: &HostEndpointPlan) -> String {

@@ -19,7 +19,7 @@ use crate::facts::FailsafeFacts;
 use super::model::{Endpoint, EndpointKind, Flow, Network, Protocol, Side};
 use super::policy::{
     CompiledPolicy, CompiledRule, DEFAULT_TIER, DEFAULT_TIER_ORDER, Entity, NamespaceSelector,
-    PolicyKind,
+    PolicyKind, PortMatch,
 };
 
 /// Profiles Calico creates: `kns.<ns>` and `projectcalico-default-allow` allow everything,
@@ -143,6 +143,26 @@ enum PolicyVerdict {
     /// A Pass rule matched: on to the next tier.
     Pass,
     Decided(Decider),
+}
+
+/// A rule's destination ports and notPorts against the flow's port (named ports resolve on the
+/// destination endpoint).
+fn destination_ports_match(
+    entity: &Entity,
+    endpoint: Option<&Endpoint>,
+    flow: &Flow,
+) -> Result<(), Miss> {
+    let named: &[(String, Protocol, u16)] = endpoint.map_or(&[], |e| &e.named_ports);
+    let matches = |m: &PortMatch| m.matches(flow.port, flow.protocol, named);
+    let port_allowed =
+        entity.ports.is_empty() || (flow.protocol.has_ports() && entity.ports.iter().any(matches));
+    if !port_allowed {
+        return Err(Miss::Ports(End::Destination));
+    }
+    if entity.not_ports.iter().any(matches) {
+        return Err(Miss::NotPorts(End::Destination));
+    }
+    Ok(())
 }
 
 /// A hop no policy decides: allowed, for the reason `decider` gives.
@@ -883,29 +903,10 @@ impl Engine {
         flow: &Flow,
     ) -> Result<(), Miss> {
         let net = &self.network;
-        let side = match end {
-            End::Source => flow.src,
-            End::Destination => flow.dst,
-        };
+        let side = end.of(flow.src, flow.dst);
         let endpoint = net.side_endpoint(side).map(|i| &net.endpoints[i]);
         if end == End::Destination {
-            let named: &[(String, Protocol, u16)] = endpoint.map_or(&[], |e| &e.named_ports);
-            let port_allowed = entity.ports.is_empty()
-                || (flow.protocol.has_ports()
-                    && entity
-                        .ports
-                        .iter()
-                        .any(|m| m.matches(flow.port, flow.protocol, named)));
-            if !port_allowed {
-                return Err(Miss::Ports(end));
-            }
-            if entity
-                .not_ports
-                .iter()
-                .any(|m| m.matches(flow.port, flow.protocol, named))
-            {
-                return Err(Miss::NotPorts(end));
-            }
+            destination_ports_match(entity, endpoint, flow)?;
         }
         if !entity.nets.is_empty() || !entity.not_nets.is_empty() {
             let ip = net.side_ip(side);
@@ -1028,14 +1029,9 @@ impl Engine {
             ),
             Miss::NotPorts(end) => format!("{} notPorts exclude {flow}", end.word()),
             Miss::Nets(end) => {
-                let nets: Vec<String> = entity_of(end)
-                    .nets
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                let address = net
-                    .side_ip(side_of(end))
-                    .map_or("unknown".into(), |i| i.to_string());
+                let nets: Vec<String> = entity_of(end).nets.iter().map(|n| n.to_string()).collect();
+                let address = net.side_ip(side_of(end));
+                let address = address.map_or("unknown".into(), |i| i.to_string());
                 format!(
                     "{} address {address} is not in {}",
                     end.word(),
