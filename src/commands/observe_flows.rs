@@ -26,6 +26,8 @@ use super::{Context, parse_duration};
 
 /// How far back `lockdown` looks at most: Goldmane keeps about an hour of flows in memory.
 const GATE_WINDOW_SECONDS: i64 = 3600;
+/// Goldmane's aggregation window (its default, as the Tigera operator deploys it).
+const GOLDMANE_BUCKET_SECONDS: i64 = 15;
 const LISTED: usize = 10;
 
 pub struct ObserveOptions {
@@ -238,9 +240,12 @@ async fn gate_window(ctx: &Context, cluster: &Cluster) -> Result<(i64, String)> 
             Some((at, r.revision, r.time))
         });
     Ok(match newest {
-        Some((at, revision, time)) if at > hour_ago => {
-            (at, format!("since revision {revision} ({time})"))
-        }
+        // Goldmane files a flow under the start of its 15 s aggregation bucket and filters by
+        // that start: begin one bucket early so that flows right after the revision count.
+        Some((at, revision, time)) if at > hour_ago => (
+            at - GOLDMANE_BUCKET_SECONDS,
+            format!("since revision {revision} ({time})"),
+        ),
         _ => (hour_ago, "of the last hour".to_string()),
     })
 }

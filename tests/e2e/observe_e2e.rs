@@ -66,18 +66,29 @@ fn holds(list: &Value, (from, to, port): (&str, &str, &str)) -> bool {
     })
 }
 
-/// `observe -o json` until `done` holds, at most 120 s: Felix reports a connection once its
-/// collector has seen it age (seconds) and flushes every 2 s in the lab.
-fn observe_until(c: &ClusterGuard, done: impl Fn(&Value) -> bool) -> (Value, Duration) {
+/// Sends the flows (each must pass) and reads `observe -o json` until `done` holds, at most
+/// 120 s. The flows are sent again each round: a Felix that restarts (it does when a reset
+/// rewrites its configuration) forgets the connections it saw before.
+fn send_and_observe_until(
+    c: &ClusterGuard,
+    flows: &[(&str, &str, &str)],
+    done: impl Fn(&Value) -> bool,
+) -> (Value, Duration) {
     let start = Instant::now();
     loop {
+        for (from, to, port) in flows {
+            assert!(
+                probe(c, &pod(from), &pod(to), port, "1s").0,
+                "{from} -> {to} {port} is allowed before lockdown"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
         let out = ok(c, &["observe", "--since", "10m", "-o", "json"]);
         let observed: Value = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("observe -o json: {e}: {}", out.stdout));
         if done(&observed) || start.elapsed() > Duration::from_secs(120) {
             return (observed, start.elapsed());
         }
-        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -111,13 +122,7 @@ fn observe_flags_what_only_the_safety_net_allows_and_lockdown_waits_for_it() {
         dry.stderr
     );
 
-    for (from, to, port) in [CUT, KEPT, BY_A_STAGE] {
-        assert!(
-            probe(&c, &pod(from), &pod(to), port, "1s").0,
-            "{from} -> {to} {port} is allowed before lockdown"
-        );
-    }
-    let (observed, took) = observe_until(&c, |o| {
+    let (observed, took) = send_and_observe_until(&c, &[CUT, KEPT, BY_A_STAGE], |o| {
         holds(&o["cut_by_lockdown"], CUT)
             && holds(&o["kept_by_profiles"], KEPT)
             && holds(&o["kept_by_profiles"], BY_A_STAGE)
