@@ -90,6 +90,16 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         say_already_in_force(ctx, &scope, &live);
         return Ok(ExitStatus::Success);
     }
+    // Real traffic the safety net alone allows: flows nobody listed for the preflight.
+    super::observe_flows::soak_gate(
+        ctx,
+        &cluster,
+        &facts,
+        &live,
+        scope.narrowed.as_deref(),
+        options.force,
+    )
+    .await?;
     let transaction = Transaction::new(ctx, &cluster);
     transaction.show(&changes);
     let what = match scope.narrowed {
