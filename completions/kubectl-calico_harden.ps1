@@ -71,6 +71,8 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('enable-hep', 'enable-hep', [CompletionResultType]::ParameterValue, 'Turn on Calico''s automatic host endpoints for every node')
             [CompletionResult]::new('lockdown', 'lockdown', [CompletionResultType]::ParameterValue, 'Default deny: remove the safety net after preflight checks')
             [CompletionResult]::new('default-deny', 'default-deny', [CompletionResultType]::ParameterValue, 'Default deny: remove the safety net after preflight checks')
+            [CompletionResult]::new('promote', 'promote', [CompletionResultType]::ParameterValue, 'Turn staged policies (`up --staged`, `lockdown --staged`) into enforced ones')
+            [CompletionResult]::new('observe', 'observe', [CompletionResultType]::ParameterValue, 'The soak gate: real flows that only the safety net allows, and those a staged policy would deny')
             [CompletionResult]::new('plan', 'plan', [CompletionResultType]::ParameterValue, 'Every stage''s state, the detected facts, and the next step')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Every stage''s state, the detected facts, and the next step')
             [CompletionResult]::new('render', 'render', [CompletionResultType]::ParameterValue, 'Print the stage manifests for `kubectl apply -f -`')
@@ -770,6 +772,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
             [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Lock down even when preflight checks fail. The failing checks are still printed')
+            [CompletionResult]::new('--staged', '--staged', [CompletionResultType]::ParameterName, 'Write the safety net''s deletion as staged policies (stagedAction: Delete, Calico 3.30+) instead of deleting it: nothing is enforced. It previews nothing in flow logs: Felix (Calico v3.31) never receives staged deletions and evaluates no staged policy for host endpoints. It records the step for review; `promote lockdown` (or `lockdown`) carries it out. What lockdown would cut: `check --after lockdown`, and a canary with --nodes')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
             [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)')
@@ -799,6 +802,63 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
             [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Lock down even when preflight checks fail. The failing checks are still printed')
+            [CompletionResult]::new('--staged', '--staged', [CompletionResultType]::ParameterName, 'Write the safety net''s deletion as staged policies (stagedAction: Delete, Calico 3.30+) instead of deleting it: nothing is enforced. It previews nothing in flow logs: Felix (Calico v3.31) never receives staged deletions and evaluates no staged policy for host endpoints. It records the step for review; `promote lockdown` (or `lockdown`) carries it out. What lockdown would cut: `check --after lockdown`, and a canary with --nodes')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'kubectl-calico_harden;promote' {
+            [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'With a staged lockdown: how long to wait for the operator''s confirmation, e.g. 60s')
+            [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
+            [CompletionResult]::new('--context', '--context', [CompletionResultType]::ParameterName, 'The kubeconfig context to use')
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The kubeconfig cluster to use')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'The kubeconfig user to use')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--as', '--as', [CompletionResultType]::ParameterName, 'User to impersonate for the operation')
+            [CompletionResult]::new('--as-group', '--as-group', [CompletionResultType]::ParameterName, 'Group to impersonate for the operation (repeatable)')
+            [CompletionResult]::new('--request-timeout', '--request-timeout', [CompletionResultType]::ParameterName, 'How long to wait for a single server request, e.g. 30s, 1m, 500ms (0 = no limit)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'none: apply; client: show the changes and send nothing; server: send every write as a dry run (permissions, admission and schema are checked, nothing is persisted; Calico''s own validation is not: calico-apiserver skips it on dry runs). Bare --dry-run means client')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
+            [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
+            [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Promote every staged stage, in order (the staged lockdown last, through `lockdown`)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'With a staged lockdown: lock down even when preflight checks fail')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
+            [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (secrets are never logged)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'kubectl-calico_harden;observe' {
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'How far back to read, e.g. 15m or 1h (Goldmane keeps about an hour)')
+            [CompletionResult]::new('--kubeconfig', '--kubeconfig', [CompletionResultType]::ParameterName, 'Path to the kubeconfig file (default: $KUBECONFIG, a list like kubectl''s, else ~/.kube/config)')
+            [CompletionResult]::new('--context', '--context', [CompletionResultType]::ParameterName, 'The kubeconfig context to use')
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The kubeconfig cluster to use')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'The kubeconfig user to use')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace of a namespaced stage policy, overriding the detected one (only for calico-apiserver-to-kapi and controllers-to-calico-apiserver)')
+            [CompletionResult]::new('--as', '--as', [CompletionResultType]::ParameterName, 'User to impersonate for the operation')
+            [CompletionResult]::new('--as-group', '--as-group', [CompletionResultType]::ParameterName, 'Group to impersonate for the operation (repeatable)')
+            [CompletionResult]::new('--request-timeout', '--request-timeout', [CompletionResultType]::ParameterName, 'How long to wait for a single server request, e.g. 30s, 1m, 500ms (0 = no limit)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'none: apply; client: show the changes and send nothing; server: send every write as a dry run (permissions, admission and schema are checked, nothing is persisted; Calico''s own validation is not: calico-apiserver skips it on dry runs). Bare --dry-run means client')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for data on stdout; the default is a human table or diff')
+            [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
+            [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
             [CompletionResult]::new('--no-color', '--no-color', [CompletionResultType]::ParameterName, 'Disable colours (also when NO_COLOR is set or stdout is not a terminal)')
@@ -916,6 +976,7 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('--history-namespace', '--history-namespace', [CompletionResultType]::ParameterName, 'Namespace that holds the change history (one ConfigMap per revision)')
             [CompletionResult]::new('--history-max', '--history-max', [CompletionResultType]::ParameterName, 'How many revisions of history to keep')
             [CompletionResult]::new('--lockdown', '--lockdown', [CompletionResultType]::ParameterName, 'Also enable host endpoints and lock down at the end')
+            [CompletionResult]::new('--staged', '--staged', [CompletionResultType]::ParameterName, 'Write the stages as staged policies (Calico 3.30+: StagedGlobalNetworkPolicy, StagedNetworkPolicy, same names), evaluated and reported in flow logs but never enforced; `promote` enforces them. Felix (Calico v3.31) evaluates staged policies for workloads only, never for host endpoints: the host paths are previewed by `check`')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'With --lockdown: lock down even when preflight checks fail')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to every confirmation (needed when stdin or stderr is not a terminal)')
@@ -1105,6 +1166,8 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             [CompletionResult]::new('registry', 'registry', [CompletionResultType]::ParameterValue, 'Every endpoint may reach a private registry')
             [CompletionResult]::new('enable-hep', 'enable-hep', [CompletionResultType]::ParameterValue, 'Turn on Calico''s automatic host endpoints for every node')
             [CompletionResult]::new('lockdown', 'lockdown', [CompletionResultType]::ParameterValue, 'Default deny: remove the safety net after preflight checks')
+            [CompletionResult]::new('promote', 'promote', [CompletionResultType]::ParameterValue, 'Turn staged policies (`up --staged`, `lockdown --staged`) into enforced ones')
+            [CompletionResult]::new('observe', 'observe', [CompletionResultType]::ParameterValue, 'The soak gate: real flows that only the safety net allows, and those a staged policy would deny')
             [CompletionResult]::new('plan', 'plan', [CompletionResultType]::ParameterValue, 'Every stage''s state, the detected facts, and the next step')
             [CompletionResult]::new('render', 'render', [CompletionResultType]::ParameterValue, 'Print the stage manifests for `kubectl apply -f -`')
             [CompletionResult]::new('up', 'up', [CompletionResultType]::ParameterValue, 'Run the allow stages in order, one confirmation each. Never locks down unless --lockdown')
@@ -1157,6 +1220,12 @@ Register-ArgumentCompleter -Native -CommandName 'kubectl-calico_harden' -ScriptB
             break
         }
         'kubectl-calico_harden;help;lockdown' {
+            break
+        }
+        'kubectl-calico_harden;help;promote' {
+            break
+        }
+        'kubectl-calico_harden;help;observe' {
             break
         }
         'kubectl-calico_harden;help;plan' {

@@ -216,6 +216,17 @@ pub enum Command {
     #[command(visible_alias = "default-deny")]
     Lockdown(LockdownCommandArgs),
 
+    /// Turn staged policies (`up --staged`, `lockdown --staged`) into enforced ones.
+    ///
+    /// For each staged policy this tool wrote for STAGE (or for every stage with --all): the
+    /// enforced policy of the same name gets the staged spec, then the staged copy is deleted;
+    /// shown as a diff, confirmed and recorded as one revision, so `rollback` undoes it. Staged
+    /// policies were previewed for workloads only: Felix (Calico v3.31) evaluates none for host
+    /// endpoints, so check host paths with `check` first. The staged lockdown (the safety net's
+    /// staged deletion) is promoted by `lockdown` itself, with its preflight and commit-confirmed
+    /// revert: `promote lockdown` and `promote --all` run it last.
+    Promote(PromoteArgs),
+
     /// The soak gate: real flows that only the safety net allows, and those a staged policy
     /// would deny.
     ///
@@ -397,6 +408,34 @@ pub struct LockdownCommandArgs {
     /// other host; a later `lockdown` without --nodes completes it.
     #[arg(long, value_name = "SELECTOR")]
     pub nodes: Option<String>,
+
+    /// Write the safety net's deletion as staged policies (stagedAction: Delete, Calico 3.30+)
+    /// instead of deleting it: nothing is enforced. It previews nothing in flow logs: Felix
+    /// (Calico v3.31) never receives staged deletions and evaluates no staged policy for host
+    /// endpoints. It records the step for review; `promote lockdown` (or `lockdown`) carries it
+    /// out. What lockdown would cut: `check --after lockdown`, and a canary with --nodes.
+    #[arg(long, conflicts_with = "nodes")]
+    pub staged: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["stage", "all"])))]
+pub struct PromoteArgs {
+    /// The stage whose staged policies to enforce.
+    #[arg(value_enum, value_name = "STAGE")]
+    pub stage: Option<StageId>,
+
+    /// Promote every staged stage, in order (the staged lockdown last, through `lockdown`).
+    #[arg(long)]
+    pub all: bool,
+
+    /// With a staged lockdown: lock down even when preflight checks fail.
+    #[arg(long)]
+    pub force: bool,
+
+    /// With a staged lockdown: how long to wait for the operator's confirmation, e.g. 60s.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub confirm_timeout: String,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -454,6 +493,13 @@ pub struct UpArgs {
     /// Also enable host endpoints and lock down at the end.
     #[arg(long)]
     pub lockdown: bool,
+
+    /// Write the stages as staged policies (Calico 3.30+: StagedGlobalNetworkPolicy,
+    /// StagedNetworkPolicy, same names), evaluated and reported in flow logs but never
+    /// enforced; `promote` enforces them. Felix (Calico v3.31) evaluates staged policies for
+    /// workloads only, never for host endpoints: the host paths are previewed by `check`.
+    #[arg(long, conflicts_with_all = ["lockdown", "force"])]
+    pub staged: bool,
 
     #[command(flatten)]
     pub stage_flags: StageFlags,

@@ -17,6 +17,9 @@ pub struct LiveState {
     pub inventory: Inventory,
     pub global_network_policies: Vec<Value>,
     pub network_policies: Vec<Value>,
+    /// Staged policies (Calico 3.30+); empty where the kinds are not served or not readable.
+    pub staged_global_network_policies: Vec<Value>,
+    pub staged_network_policies: Vec<Value>,
 }
 
 impl LiveState {
@@ -25,6 +28,8 @@ impl LiveState {
         let pool = match kind {
             CalicoKind::GlobalNetworkPolicy => &self.global_network_policies,
             CalicoKind::NetworkPolicy => &self.network_policies,
+            CalicoKind::StagedGlobalNetworkPolicy => &self.staged_global_network_policies,
+            CalicoKind::StagedNetworkPolicy => &self.staged_network_policies,
             CalicoKind::HostEndpoint => &self.inventory.host_endpoints,
             CalicoKind::KubeControllersConfiguration => {
                 return self

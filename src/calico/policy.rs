@@ -17,6 +17,11 @@ pub enum CalicoKind {
     KubeControllersConfiguration,
     FelixConfiguration,
     HostEndpoint,
+    /// Calico 3.30+: a GlobalNetworkPolicy that is evaluated and reported in flow logs, never
+    /// enforced (`spec.stagedAction` Set or Delete).
+    StagedGlobalNetworkPolicy,
+    /// Calico 3.30+: the staged form of a NetworkPolicy.
+    StagedNetworkPolicy,
 }
 
 impl CalicoKind {
@@ -27,11 +32,31 @@ impl CalicoKind {
             Self::KubeControllersConfiguration => "kubecontrollersconfigurations",
             Self::FelixConfiguration => "felixconfigurations",
             Self::HostEndpoint => "hostendpoints",
+            Self::StagedGlobalNetworkPolicy => "stagedglobalnetworkpolicies",
+            Self::StagedNetworkPolicy => "stagednetworkpolicies",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        matches!(self, Self::NetworkPolicy)
+        matches!(self, Self::NetworkPolicy | Self::StagedNetworkPolicy)
+    }
+
+    /// The staged kind that previews this policy kind (Calico 3.30+); None for other kinds.
+    pub fn staged(self) -> Option<Self> {
+        match self {
+            Self::GlobalNetworkPolicy => Some(Self::StagedGlobalNetworkPolicy),
+            Self::NetworkPolicy => Some(Self::StagedNetworkPolicy),
+            _ => None,
+        }
+    }
+
+    /// The policy kind a staged kind becomes when it is enforced; None for other kinds.
+    pub fn enforced(self) -> Option<Self> {
+        match self {
+            Self::StagedGlobalNetworkPolicy => Some(Self::GlobalNetworkPolicy),
+            Self::StagedNetworkPolicy => Some(Self::NetworkPolicy),
+            _ => None,
+        }
     }
 
     /// The pseudo-resource calico-apiserver authorizes policy requests against, per tier
@@ -41,6 +66,8 @@ impl CalicoKind {
         match self {
             Self::GlobalNetworkPolicy => Some("tier.globalnetworkpolicies"),
             Self::NetworkPolicy => Some("tier.networkpolicies"),
+            Self::StagedGlobalNetworkPolicy => Some("tier.stagedglobalnetworkpolicies"),
+            Self::StagedNetworkPolicy => Some("tier.stagednetworkpolicies"),
             _ => None,
         }
     }
@@ -52,6 +79,8 @@ impl CalicoKind {
             Self::KubeControllersConfiguration => "KubeControllersConfiguration",
             Self::FelixConfiguration => "FelixConfiguration",
             Self::HostEndpoint => "HostEndpoint",
+            Self::StagedGlobalNetworkPolicy => "StagedGlobalNetworkPolicy",
+            Self::StagedNetworkPolicy => "StagedNetworkPolicy",
         }
     }
 
@@ -62,6 +91,8 @@ impl CalicoKind {
             Self::KubeControllersConfiguration,
             Self::FelixConfiguration,
             Self::HostEndpoint,
+            Self::StagedGlobalNetworkPolicy,
+            Self::StagedNetworkPolicy,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)

@@ -59,6 +59,8 @@ fn forbidden_hint(target: &Target) -> String {
     let tiered = match target.resource.as_str() {
         "globalnetworkpolicies.projectcalico.org" => Some("tier.globalnetworkpolicies"),
         "networkpolicies.projectcalico.org" => Some("tier.networkpolicies"),
+        "stagedglobalnetworkpolicies.projectcalico.org" => Some("tier.stagedglobalnetworkpolicies"),
+        "stagednetworkpolicies.projectcalico.org" => Some("tier.stagednetworkpolicies"),
         _ => None,
     };
     let tiers = tiered

@@ -498,10 +498,30 @@ struct OptionalReads {
     installation: Optional<Option<Value>>,
     validating_webhooks: Optional<Vec<Value>>,
     webhook_endpoint_slices: Vec<Value>,
+    staged_global_network_policies: Optional<Vec<Value>>,
+    staged_network_policies: Optional<Vec<Value>>,
+}
+
+/// Staged policies (Calico 3.30+): a release without them answers 404 (none); without
+/// permission they are left out with a warning that names them.
+async fn list_staged(cluster: &Cluster, kind: CalicoKind) -> Optional<Vec<Value>> {
+    optional(list_calico(cluster, kind).await, |err| {
+        format!(
+            "cannot list {} ({err}); staged policies are not shown and cannot be promoted",
+            kind.resource()
+        )
+    })
 }
 
 async fn read_optional(cluster: &Cluster) -> OptionalReads {
-    let (tiers, cluster_information, installation, (validating_webhooks, webhook_endpoint_slices)) = tokio::join!(
+    let (
+        tiers,
+        cluster_information,
+        installation,
+        (validating_webhooks, webhook_endpoint_slices),
+        staged_global_network_policies,
+        staged_network_policies,
+    ) = tokio::join!(
         list_tiers(cluster),
         get_optional(
             cluster,
@@ -516,6 +536,8 @@ async fn read_optional(cluster: &Cluster) -> OptionalReads {
             "default",
         ),
         list_validating_webhooks(cluster),
+        list_staged(cluster, CalicoKind::StagedGlobalNetworkPolicy),
+        list_staged(cluster, CalicoKind::StagedNetworkPolicy),
     );
     OptionalReads {
         tiers,
@@ -523,6 +545,8 @@ async fn read_optional(cluster: &Cluster) -> OptionalReads {
         installation,
         validating_webhooks,
         webhook_endpoint_slices,
+        staged_global_network_policies,
+        staged_network_policies,
     }
 }
 
@@ -572,6 +596,9 @@ pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<Live
         },
         global_network_policies: policies.global_network_policies,
         network_policies: policies.network_policies,
+        staged_global_network_policies: warned(optional.staged_global_network_policies)
+            .unwrap_or_default(),
+        staged_network_policies: warned(optional.staged_network_policies).unwrap_or_default(),
     })
 }
 

@@ -39,6 +39,8 @@ pub struct LockdownOptions {
     pub confirm_timeout: Duration,
     /// `--nodes`: a canary lockdown of these nodes' host endpoints; None locks down everything.
     pub nodes: Option<NodeSelector>,
+    /// `--staged`: stage the safety net's deletion instead (see `super::staged::lockdown`).
+    pub staged: bool,
 }
 
 impl LockdownOptions {
@@ -47,6 +49,7 @@ impl LockdownOptions {
             force: args.force,
             confirm_timeout: parse_duration(&args.confirm_timeout, "--confirm-timeout")?,
             nodes: None,
+            staged: false,
         })
     }
 
@@ -55,6 +58,7 @@ impl LockdownOptions {
     pub fn from_command(args: &LockdownCommandArgs) -> Result<Self> {
         Ok(Self {
             nodes: args.nodes.as_deref().map(NodeSelector::parse).transpose()?,
+            staged: args.staged,
             ..Self::from_args(&args.lockdown)?
         })
     }
@@ -73,6 +77,9 @@ pub async fn run(ctx: &Context, options: &LockdownOptions) -> Result<ExitStatus>
         return Err(Error::usage(
             "-n/--namespace does not apply to lockdown: the safety net is cluster-wide",
         ));
+    }
+    if options.staged {
+        return super::staged::lockdown(ctx).await;
     }
     let Observed {
         cluster,
@@ -225,17 +232,28 @@ fn say_already_in_force(ctx: &Context, scope: &Scope, live: &LiveState) {
     ctx.printer.say_tone(Tone::Good, &message);
 }
 
-/// Deleting the safety net (narrowed or not): a full lockdown.
+/// Deleting the safety net (narrowed or not): a full lockdown. A staged deletion of it
+/// (`lockdown --staged`) is carried out by this, so its staged copies go with it.
 fn removal_changes(facts: &ClusterFacts, options: &StageOptions, live: &LiveState) -> Vec<Change> {
     let StageRender::Objects(safety_net) = stages::render(StageId::SafetyNet, facts, options)
     else {
         unreachable!("the safety net always renders")
     };
-    safety_net
+    let mut changes: Vec<Change> = safety_net
         .iter()
         .filter_map(|d| live.find(d.kind, None, &d.name))
         .map(|object| delete_change(StageId::Lockdown, CalicoKind::GlobalNetworkPolicy, object))
-        .collect()
+        .collect();
+    if !changes.is_empty() {
+        let staged_deletions = safety_net.iter().filter_map(|d| {
+            let staged = live.find(CalicoKind::StagedGlobalNetworkPolicy, None, &d.name)?;
+            crate::stages::staged::StagedPolicy::read(CalicoKind::StagedGlobalNetworkPolicy, staged)
+                .filter(|s| s.action == crate::stages::staged::StagedAction::Delete)
+                .map(|s| delete_change(StageId::Lockdown, s.kind, &s.live))
+        });
+        changes.extend(staged_deletions.collect::<Vec<_>>());
+    }
+    changes
 }
 
 /// Narrowing the safety-net policies that exist; a missing one stays missing.

@@ -11,10 +11,12 @@ mod observe;
 mod observe_flows;
 mod plan;
 mod preflight;
+mod promote;
 mod rbac;
 mod render;
 mod rollback;
 mod stage;
+mod staged;
 mod transaction;
 mod up;
 
@@ -216,6 +218,7 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         Command::Explain(args) => explain::run(&ctx, &args).await,
         Command::History => history::run(&ctx).await,
         Command::Rollback(args) => rollback::run(&ctx, &args).await,
+        Command::Promote(args) => promote::run(&ctx, &args).await,
         Command::Observe(args) => {
             observe_flows::run(&ctx, &observe_flows::ObserveOptions::from_args(&args.since)?).await
         }

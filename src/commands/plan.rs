@@ -32,6 +32,8 @@ pub enum StageState {
     Removed,
     /// enable-hep: the spec says Enabled but kube-controllers runs with something else.
     Overridden,
+    /// Not enforced, written as staged policies (`up --staged`, `lockdown --staged`).
+    Staged,
 }
 
 impl StageState {
@@ -45,6 +47,7 @@ impl StageState {
             Self::NotApplicable => "not applicable",
             Self::Removed => "removed (locked down)",
             Self::Overridden => "overridden",
+            Self::Staged => "staged",
         }
     }
 
@@ -179,10 +182,17 @@ fn policy_stage_status(
     } else {
         StageState::Applied
     };
+    let staged = (state == StageState::Missing)
+        .then(|| super::staged::staged_stage_detail(stage, &objects, live))
+        .flatten();
     StageStatus {
         stage,
-        state,
-        detail: stage.summary().to_string(),
+        state: if staged.is_some() {
+            StageState::Staged
+        } else {
+            state
+        },
+        detail: staged.unwrap_or_else(|| stage.summary().to_string()),
         objects: statuses,
         locked_nodes: vec![],
     }
@@ -375,8 +385,16 @@ pub fn statuses(
         },
         (None, false) => StageStatus {
             stage: StageId::Lockdown,
-            state: StageState::Missing,
-            detail: StageId::Lockdown.summary().into(),
+            state: if super::staged::lockdown_is_staged(live) {
+                StageState::Staged
+            } else {
+                StageState::Missing
+            },
+            detail: if super::staged::lockdown_is_staged(live) {
+                super::staged::STAGED_LOCKDOWN_DETAIL.into()
+            } else {
+                StageId::Lockdown.summary().into()
+            },
             objects: vec![],
             locked_nodes: vec![],
         },
@@ -392,6 +410,8 @@ pub fn next_step(list: &[StageStatus]) -> String {
         }
         if !status.state.is_in_place() && status.state != StageState::Removed {
             return match (status.stage, status.state) {
+                (StageId::Lockdown, StageState::Staged) => "kubectl calico-harden check --after lockdown, then kubectl calico-harden promote lockdown (the lockdown, with its preflight)".into(),
+                (stage, StageState::Staged) => format!("kubectl calico-harden promote {stage} (or promote --all)"),
                 (StageId::Lockdown, StageState::Partial) => "kubectl calico-harden lockdown completes the canary (default deny on every host and workload); kubectl calico-harden rollback undoes it".into(),
                 (StageId::Lockdown, _) => "kubectl calico-harden check --after lockdown, then kubectl calico-harden lockdown".into(),
                 (StageId::EnableHep, StageState::Overridden) => "remove the AUTO_HOST_ENDPOINTS environment variable from calico-kube-controllers, then kubectl calico-harden enable-hep".into(),
@@ -626,7 +646,7 @@ fn stage_table(p: &crate::ui::printer::Printer, stages: &[StageStatus], width: u
         let tone = match status.state {
             StageState::Applied | StageState::AppliedByHand | StageState::Removed => Tone::Good,
             StageState::NotApplicable => Tone::Dim,
-            StageState::Missing => Tone::Plain,
+            StageState::Missing | StageState::Staged => Tone::Plain,
             StageState::Partial | StageState::Drifted | StageState::Overridden => Tone::Warn,
         };
         let state = format!("{:<22}", status.state_label());

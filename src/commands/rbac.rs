@@ -13,10 +13,12 @@ use crate::ui::Printer;
 /// `get`/`list` on `tier.<plural>` (for every tier, so that `check` sees policies in Calico's own
 /// tiers too; a list without them is cut down to the tiers the user may see), writing needs the
 /// verb on `tier.<plural>` named `default.*` (the stages write to the default tier only). Listing
-/// tiers gives the flow check their order and default action. The optional reads (tiers,
-/// ClusterInformation and the operator's Installation for the Calico version,
-/// ValidatingWebhookConfigurations for Calico's admission webhooks) degrade with a warning that
-/// names them when a rule is missing.
+/// tiers gives the flow check their order and default action. The staged policy kinds (Calico
+/// 3.30+, `up --staged`, `promote`) are tiered like the kinds they preview and take the same
+/// rules; StagedKubernetesNetworkPolicy is left out, the stages never write one. The optional
+/// reads (tiers, ClusterInformation and the operator's Installation for the Calico version,
+/// ValidatingWebhookConfigurations for Calico's admission webhooks, the staged policies) degrade
+/// with a warning that names them when a rule is missing.
 pub fn cluster_role() -> serde_json::Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -30,10 +32,10 @@ pub fn cluster_role() -> serde_json::Value {
             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
             {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["get"]},
-            {"apiGroups": ["projectcalico.org"], "resources": ["globalnetworkpolicies", "networkpolicies"], "verbs": ["list", "get", "create", "update", "delete"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["globalnetworkpolicies", "networkpolicies", "stagedglobalnetworkpolicies", "stagednetworkpolicies"], "verbs": ["list", "get", "create", "update", "delete"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["tiers"], "verbs": ["get", "list"]},
-            {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies"], "verbs": ["get", "list"]},
-            {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies"], "resourceNames": ["default.*"], "verbs": ["create", "update", "delete"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies", "tier.stagedglobalnetworkpolicies", "tier.stagednetworkpolicies"], "verbs": ["get", "list"]},
+            {"apiGroups": ["projectcalico.org"], "resources": ["tier.globalnetworkpolicies", "tier.networkpolicies", "tier.stagedglobalnetworkpolicies", "tier.stagednetworkpolicies"], "resourceNames": ["default.*"], "verbs": ["create", "update", "delete"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["hostendpoints", "ippools"], "verbs": ["list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["felixconfigurations"], "verbs": ["list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["clusterinformations"], "verbs": ["get"]},

@@ -31,6 +31,11 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     } else {
         StageId::Registry
     });
+    if args.staged && !through.is_policy_stage() {
+        return Err(Error::usage(format!(
+            "--staged stages policies only; --through {through} is not a policy stage (stage the lockdown with kubectl calico-harden lockdown --staged)"
+        )));
+    }
     let wants_lockdown = args.lockdown || through == StageId::Lockdown;
     let wants_hep = wants_lockdown || through == StageId::EnableHep;
 
@@ -41,10 +46,17 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
         facts,
         live,
     } = ctx.observe(&Observe::facts()).await?;
+    if args.staged {
+        super::staged::require_support(
+            ctx,
+            &facts,
+            crate::stages::staged::STAGED_POLICIES_PREVIEW,
+        )?;
+    }
 
     // Every confirmation comes before the first write; the writes form one revision.
     let transaction = Transaction::new(ctx, &cluster);
-    let accepted = confirmed_stages(&transaction, through, &options, &facts, &live)?;
+    let accepted = confirmed_stages(&transaction, args, through, &options, &facts, &live)?;
     if accepted.is_empty() {
         ctx.printer
             .say_tone(Tone::Good, "every selected stage is already in place");
@@ -63,10 +75,12 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
         return lockdown::run(ctx, &lockdown_options).await;
     }
     if ctx.dry_run == DryRun::None {
-        ctx.printer.say_tone(
-            Tone::Dim,
-            "next: kubectl calico-harden enable-hep --wait, then kubectl calico-harden lockdown",
-        );
+        let next = if args.staged {
+            "next: watch the flow logs for what the staged policies would allow and deny, then kubectl calico-harden promote --all (or promote STAGE)"
+        } else {
+            "next: kubectl calico-harden enable-hep --wait, then kubectl calico-harden lockdown"
+        };
+        ctx.printer.say_tone(Tone::Dim, next);
     }
     Ok(ExitStatus::Success)
 }
@@ -74,6 +88,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
 /// The changes of every selected policy stage, each stage shown and confirmed in turn.
 fn confirmed_stages(
     transaction: &Transaction,
+    args: &UpArgs,
     through: StageId,
     options: &StageOptions,
     facts: &ClusterFacts,
@@ -85,7 +100,12 @@ fn confirmed_stages(
         if stage == StageId::Registry && options.registry.is_none() {
             continue;
         }
-        match plan_stage(stage, facts, live, options) {
+        let plan = if args.staged {
+            super::staged::plan_staged_stage(stage, facts, live, options)
+        } else {
+            plan_stage(stage, facts, live, options)
+        };
+        match plan {
             StagePlan::NotApplicable(reason) => {
                 printer.say_tone(Tone::Dim, &format!("{stage}: not applicable: {reason}"));
             }
@@ -97,7 +117,15 @@ fn confirmed_stages(
                 transaction.confirm(
                     Question::Apply {
                         changes: &changes,
-                        what: format!("stage {stage} ({})", stage.summary()),
+                        what: format!(
+                            "stage {stage} ({}){}",
+                            stage.summary(),
+                            if args.staged {
+                                ", staged: not enforced"
+                            } else {
+                                ""
+                            }
+                        ),
                     },
                     &format!("cancelled at stage {stage}: nothing was changed"),
                 )?;

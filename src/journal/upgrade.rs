@@ -56,8 +56,9 @@ fn applies(revision: &Revision) -> bool {
     revision.state == RevisionState::Complete && revision.undoes.is_empty()
 }
 
+/// An object written in force: a staged copy (`up --staged`) applies no stage.
 fn written(object: &TouchedObject) -> bool {
-    object.applied && object.after.is_some()
+    object.applied && object.after.is_some() && object.kind.enforced().is_none()
 }
 
 /// The upgrades since the stages were applied, oldest recorded release first. Nothing for
@@ -193,6 +194,20 @@ mod tests {
             undoes: vec![],
             message: None,
         }
+    }
+
+    #[test]
+    fn staged_copies_apply_no_stage_across_an_upgrade() {
+        let mut staged = wrote(StageId::Localhost, "allow-localhost", 20);
+        staged.kind = CalicoKind::StagedGlobalNetworkPolicy;
+        let history = vec![revision(1, Some("v3.30.2"), vec![staged])];
+        let localhost = [desired(StageId::Localhost, "allow-localhost", 20)];
+        let stages = [StageNow {
+            stage: StageId::Localhost,
+            drifted: false,
+            rendered: &localhost,
+        }];
+        assert_eq!(upgrades(&history, Some("v3.31.0"), &stages), vec![]);
     }
 
     #[test]

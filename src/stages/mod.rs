@@ -8,6 +8,7 @@
 
 pub mod canary;
 mod render;
+pub mod staged;
 
 use std::fmt;
 

@@ -16,6 +16,7 @@ mod observe_e2e;
 mod pty_e2e;
 mod reliability_e2e;
 mod selector_differential;
+mod staged_e2e;
 mod stages_e2e;
 mod tutorial_render;
 mod upgrade_drift_e2e;
