@@ -13,6 +13,7 @@ use crate::cluster::Cluster;
 use crate::cluster::flow_source::{self, FlowSource};
 use crate::cluster::inventory;
 use crate::engine::model::Protocol;
+use crate::engine::model::Side;
 use crate::engine::{Engine, Flow, build, state_after};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -87,12 +88,29 @@ struct Verdicts {
     staged_denies: Vec<FlaggedFlow>,
 }
 
-/// Whether the engine, on the state after the lockdown, denies the flow; a source or
-/// destination it cannot place (an aggregated network) counts as denied.
+/// Whisker's names for the networks Felix aggregates flows to and from outside every endpoint
+/// (whisker-backend `protoToName`), with an address of each that stands for it.
+const AGGREGATED_NETWORKS: [(&str, &str); 2] = [
+    ("PUBLIC NETWORK", "8.8.8.8"),
+    ("PRIVATE NETWORK", "10.255.255.254"),
+];
+
+/// Places a flow's side: a node, a pod, an address; an aggregated network by an address of it,
+/// which gives its verdict unless a policy's `nets` split the aggregate.
+fn resolve(engine: &Engine, side: &str) -> Option<Side> {
+    let stand_in = AGGREGATED_NETWORKS
+        .iter()
+        .find(|(name, _)| *name == side)
+        .map(|(_, address)| *address);
+    engine.network.resolve(stand_in.unwrap_or(side))
+}
+
+/// Whether the engine, on the state after the lockdown, denies the flow; a side it cannot
+/// place (a pod gone since) counts as denied.
 fn denied_after(engine: &Engine, flow: &FlaggedFlow) -> bool {
     let (Some(src), Some(dst), Some(protocol)) = (
-        engine.network.resolve(&flow.source),
-        engine.network.resolve(&flow.destination),
+        resolve(engine, &flow.source),
+        resolve(engine, &flow.destination),
         Protocol::parse(&flow.protocol),
     ) else {
         return true;

@@ -83,7 +83,7 @@ fn send_and_observe_until(
             );
         }
         std::thread::sleep(Duration::from_secs(3));
-        let out = ok(c, &["observe", "--since", "10m", "-o", "json"]);
+        let out = ok(c, &["observe", "--since", "2m", "-o", "json"]);
         let observed: Value = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("observe -o json: {e}: {}", out.stdout));
         if done(&observed) || start.elapsed() > Duration::from_secs(120) {
@@ -146,26 +146,32 @@ fn observe_flags_what_only_the_safety_net_allows_and_lockdown_waits_for_it() {
         .as_array()
         .expect("cut_by_lockdown");
     assert!(
-        holds(&observed["cut_by_lockdown"], CUT) && cut.len() == 1,
-        "only {CUT:?} is allowed only by the safety net and cut: {observed:#}"
+        holds(&observed["cut_by_lockdown"], CUT)
+            && !holds(&observed["cut_by_lockdown"], KEPT)
+            && !holds(&observed["cut_by_lockdown"], BY_A_STAGE),
+        "{CUT:?} is allowed only by the safety net and cut, the others are not: {observed:#}"
     );
     assert!(
         holds(&observed["kept_by_profiles"], KEPT)
             && holds(&observed["kept_by_profiles"], BY_A_STAGE),
         "the other flows are logged, and kept after lockdown: {observed:#}"
     );
-    assert_eq!(
-        cut[0]["policy"], "GlobalNetworkPolicy final-allow-everything",
-        "{observed:#}"
-    );
-    assert!(cut[0]["count"].as_u64().unwrap() >= 1, "{observed:#}");
     let (from, to, port) = CUT;
-    let table = ok(&c, &["observe", "--since", "10m"]).stdout;
+    let flagged = cut
+        .iter()
+        .find(|f| f["source"] == from && f["destination"] == to)
+        .expect("the flow");
+    assert_eq!(
+        flagged["policy"], "GlobalNetworkPolicy final-allow-everything",
+        "{flagged}"
+    );
+    assert!(flagged["count"].as_u64().unwrap() >= 1, "{flagged}");
+    let table = ok(&c, &["observe", "--since", "2m"]).stdout;
     let row = table
         .lines()
         .find(|l| l.contains(from) && l.contains(to) && l.contains(port));
     assert!(
-        table.contains("ALLOWED ONLY BY THE SAFETY NET, CUT BY LOCKDOWN: 1") && row.is_some(),
+        table.contains("ALLOWED ONLY BY THE SAFETY NET, CUT BY LOCKDOWN: ") && row.is_some(),
         "{table}"
     );
 
@@ -191,9 +197,7 @@ fn observe_flags_what_only_the_safety_net_allows_and_lockdown_waits_for_it() {
     // --force cuts it, and the packet is then denied.
     let forced = ok(&c, &["lockdown", "--force", "--yes"]);
     assert!(
-        forced
-            .stderr
-            .contains("--force: locking down although 1 flow(s)"),
+        forced.stderr.contains("--force: locking down although"),
         "{}",
         forced.stderr
     );
