@@ -103,6 +103,47 @@ fn safety_net_present(c: &ClusterGuard) -> Vec<bool> {
         .collect()
 }
 
+/// The gate refuses, names the flow and writes nothing; `--force` cuts it, and real packets
+/// then agree with the verdicts.
+fn lockdown_refuses_then_force_cuts(c: &ClusterGuard) {
+    let (from, to, port) = CUT;
+    // The gate refuses, names the flow, and nothing is written.
+    let mark = c.audit_mark();
+    let refused = run(c, &["lockdown", "--yes"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "soak gate: allowed only by the safety net, cut by this lockdown: {from} -> {to} {port}"
+        )) && refused.stderr.contains("lockdown refused:"),
+        "{}",
+        refused.stderr
+    );
+    let writes = c.writes_since(&mark);
+    assert!(
+        writes.is_empty(),
+        "a refused lockdown writes nothing: {} write(s)",
+        writes.len()
+    );
+    assert_eq!(safety_net_present(c), [true, true]);
+
+    // --force cuts it, and the packet is then denied.
+    let forced = ok(c, &["lockdown", "--force", "--yes"]);
+    assert!(
+        forced.stderr.contains("--force: locking down although"),
+        "{}",
+        forced.stderr
+    );
+    assert_eq!(safety_net_present(c), [false, false]);
+    // Real packets agree with the verdicts.
+    for ((from, to, port), allowed) in [(CUT, false), (KEPT, true), (BY_A_STAGE, true)] {
+        assert_eq!(
+            probe(c, &pod(from), &pod(to), port, "1s").0,
+            allowed,
+            "{from} -> {to} {port} after lockdown"
+        );
+    }
+}
+
 #[test]
 fn observe_flags_what_only_the_safety_net_allows_and_lockdown_waits_for_it() {
     if !dataplane_available(
@@ -175,41 +216,7 @@ fn observe_flags_what_only_the_safety_net_allows_and_lockdown_waits_for_it() {
         "{table}"
     );
 
-    // The gate refuses, names the flow, and nothing is written.
-    let mark = c.audit_mark();
-    let refused = run(&c, &["lockdown", "--yes"]);
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains(&format!(
-            "soak gate: allowed only by the safety net, cut by this lockdown: {from} -> {to} {port}"
-        )) && refused.stderr.contains("lockdown refused:"),
-        "{}",
-        refused.stderr
-    );
-    let writes = c.writes_since(&mark);
-    assert!(
-        writes.is_empty(),
-        "a refused lockdown writes nothing: {} write(s)",
-        writes.len()
-    );
-    assert_eq!(safety_net_present(&c), [true, true]);
-
-    // --force cuts it, and the packet is then denied.
-    let forced = ok(&c, &["lockdown", "--force", "--yes"]);
-    assert!(
-        forced.stderr.contains("--force: locking down although"),
-        "{}",
-        forced.stderr
-    );
-    assert_eq!(safety_net_present(&c), [false, false]);
-    // Real packets agree with the verdicts.
-    for ((from, to, port), allowed) in [(CUT, false), (KEPT, true), (BY_A_STAGE, true)] {
-        assert_eq!(
-            probe(&c, &pod(from), &pod(to), port, "1s").0,
-            allowed,
-            "{from} -> {to} {port} after lockdown"
-        );
-    }
+    lockdown_refuses_then_force_cuts(&c);
 }
 
 #[test]
