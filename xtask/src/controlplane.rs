@@ -44,7 +44,10 @@ pub const CALICO_PROGRAMS: &[(&str, &str)] = &[
     // The dataplane lab's flow logs: Felix sends them to the real Goldmane; `flows-api` answers
     // whisker-backend's `GET /flows` from it (whisker-backend's own HTTP module is not on the
     // Go module proxy at this release; see tests/calico/cmd/flows-api).
-    ("calico-goldmane", "github.com/projectcalico/calico/goldmane/cmd"),
+    (
+        "calico-goldmane",
+        "github.com/projectcalico/calico/goldmane/cmd",
+    ),
     ("calico-flows-api", "./cmd/flows-api"),
 ];
 /// Where Calico keeps its CRD manifests inside that module.
