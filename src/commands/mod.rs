@@ -220,7 +220,11 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         Command::Rollback(args) => rollback::run(&ctx, &args).await,
         Command::Promote(args) => promote::run(&ctx, &args).await,
         Command::Observe(args) => {
-            observe_flows::run(&ctx, &observe_flows::ObserveOptions::from_args(&args.since)?).await
+            observe_flows::run(
+                &ctx,
+                &observe_flows::ObserveOptions::from_args(&args.since)?,
+            )
+            .await
         }
         Command::Completion(_)
         | Command::Rbac
