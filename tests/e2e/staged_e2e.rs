@@ -31,7 +31,7 @@ fn ok(c: &ClusterGuard, args: &[&str]) -> Run {
 }
 
 /// (verb, resource, name) of every write to a Calico policy kind.
-fn policy_writes(events: &[AuditEvent]) -> BTreeSet<(String, String, String)> {
+fn policy_writes(events: &[AuditEvent]) -> Writes {
     events
         .iter()
         .filter(|e| e.api_group == "projectcalico.org" && e.resource.contains("networkpolicies"))
@@ -107,16 +107,28 @@ const LAB_POLICY_STAGES: [&str; 11] = [
     "controllers-to-kapi",
 ];
 
-#[test]
-fn up_staged_writes_only_staged_policies_and_promote_enforces_them_until_rollback() {
-    let c = harness::cluster(Seed::Lab);
-    let enforced_before = (
-        names(&c, "globalnetworkpolicies"),
-        names(&c, "networkpolicies"),
-    );
+type Writes = BTreeSet<(String, String, String)>;
 
+fn enforced_names(c: &ClusterGuard) -> (BTreeSet<String>, BTreeSet<String>) {
+    (
+        names(c, "globalnetworkpolicies"),
+        names(c, "networkpolicies"),
+    )
+}
+
+fn assert_every_lab_stage(c: &ClusterGuard, state: &str) -> Value {
+    let report = plan(c);
+    for stage in LAB_POLICY_STAGES {
+        assert_eq!(state_of(&report, stage), state, "{stage}: {report:#}");
+    }
+    report
+}
+
+/// `up --staged`: the staged kinds created, nothing enforced; returns the writes.
+fn stage_everything(c: &ClusterGuard) -> Writes {
+    let enforced_before = enforced_names(c);
     let mark = c.audit_mark();
-    let up = ok(&c, &["up", "--staged", "--yes"]);
+    let up = ok(c, &["up", "--staged", "--yes"]);
     assert!(
         up.stderr.contains("evaluated for workloads only")
             && up.stderr.contains("none for host endpoints"),
@@ -133,31 +145,58 @@ fn up_staged_writes_only_staged_policies_and_promote_enforces_them_until_rollbac
         );
     }
     assert_eq!(
-        (
-            names(&c, "globalnetworkpolicies"),
-            names(&c, "networkpolicies")
-        ),
+        enforced_names(c),
         enforced_before,
         "nothing enforced was written"
     );
-    let staged_gnps = names(&c, "stagedglobalnetworkpolicies");
+    let staged_gnps = names(c, "stagedglobalnetworkpolicies");
     for name in SAFETY_NET
         .iter()
         .chain(&["allow-containers-access-to-localhost", "deny-app-policy"])
     {
         assert!(staged_gnps.contains(*name), "{name} in {staged_gnps:?}");
     }
-    assert!(names(&c, "stagednetworkpolicies").contains("calico-apiserver-to-kapi"));
+    assert!(names(c, "stagednetworkpolicies").contains("calico-apiserver-to-kapi"));
     let staged_policy = c.get_json(&[
         "stagedglobalnetworkpolicies.projectcalico.org",
         "allow-containers-access-to-localhost",
     ]);
     assert_eq!(staged_policy["spec"]["stagedAction"], "Set");
+    staged_writes
+}
 
-    let report = plan(&c);
-    for stage in LAB_POLICY_STAGES {
-        assert_eq!(state_of(&report, stage), "staged", "{report:#}");
+/// `promote --all`: every enforced policy created, every staged copy deleted, one revision.
+fn promote_everything(c: &ClusterGuard, staged_writes: &Writes) {
+    let mark = c.audit_mark();
+    let promote = ok(c, &["promote", "--all", "--yes"]);
+    assert!(
+        promote.stderr.contains("recorded as revision"),
+        "{}",
+        promote.stderr
+    );
+    let promoted = policy_writes(&c.writes_since(&mark));
+    for (_, resource, name) in staged_writes {
+        let enforced = resource.trim_start_matches("staged").to_string();
+        assert!(
+            promoted.contains(&("create".into(), enforced.clone(), name.clone())),
+            "{enforced}/{name} created by promote: {promoted:?}"
+        );
+        assert!(
+            promoted.contains(&("delete".into(), resource.clone(), name.clone())),
+            "{resource}/{name} deleted by promote: {promoted:?}"
+        );
     }
+    assert!(names(c, "stagedglobalnetworkpolicies").is_empty());
+    assert!(names(c, "stagednetworkpolicies").is_empty());
+}
+
+#[test]
+fn up_staged_writes_only_staged_policies_and_promote_enforces_them_until_rollback() {
+    let c = harness::cluster(Seed::Lab);
+    let enforced_before = enforced_names(&c);
+    let staged_writes = stage_everything(&c);
+    let staged_gnps = names(&c, "stagedglobalnetworkpolicies");
+    let report = assert_every_lab_stage(&c, "staged");
     assert_eq!(state_of(&report, "lockdown"), "missing");
     assert_eq!(
         report["next_step"],
@@ -173,48 +212,14 @@ fn up_staged_writes_only_staged_policies_and_promote_enforces_them_until_rollbac
         table.stdout
     );
 
-    // Promote: every enforced policy, then every staged copy gone; one revision.
-    let mark = c.audit_mark();
-    let promote = ok(&c, &["promote", "--all", "--yes"]);
-    assert!(
-        promote.stderr.contains("recorded as revision"),
-        "{}",
-        promote.stderr
-    );
-    let promoted = policy_writes(&c.writes_since(&mark));
-    for (verb, resource, name) in &staged_writes {
-        assert_eq!(verb, "create");
-        let enforced = resource.trim_start_matches("staged").to_string();
-        assert!(
-            promoted.contains(&("create".into(), enforced.clone(), name.clone())),
-            "{enforced}/{name} created by promote: {promoted:?}"
-        );
-        assert!(
-            promoted.contains(&("delete".into(), resource.clone(), name.clone())),
-            "{resource}/{name} deleted by promote: {promoted:?}"
-        );
-    }
-    assert!(names(&c, "stagedglobalnetworkpolicies").is_empty());
-    assert!(names(&c, "stagednetworkpolicies").is_empty());
-    let report = plan(&c);
-    for stage in LAB_POLICY_STAGES {
-        assert_eq!(state_of(&report, stage), "applied", "{report:#}");
-    }
+    promote_everything(&c, &staged_writes);
+    assert_every_lab_stage(&c, "applied");
 
     // Rollback undoes the promote: the enforced policies go, the staged copies come back.
     ok(&c, &["rollback", "--yes"]);
-    assert_eq!(
-        (
-            names(&c, "globalnetworkpolicies"),
-            names(&c, "networkpolicies")
-        ),
-        enforced_before
-    );
+    assert_eq!(enforced_names(&c), enforced_before);
     assert_eq!(names(&c, "stagedglobalnetworkpolicies"), staged_gnps);
-    let report = plan(&c);
-    for stage in LAB_POLICY_STAGES {
-        assert_eq!(state_of(&report, stage), "staged", "{report:#}");
-    }
+    assert_every_lab_stage(&c, "staged");
 }
 
 #[test]
