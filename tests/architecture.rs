@@ -20,7 +20,7 @@ type Module = Vec<String>;
 /// Modules that are pure: no I/O, no terminal, no command line. Each entry covers the module and
 /// everything under it, except `journal`, whose `store` submodule is the I/O half.
 const PURE: &[&str] = &[
-    "calico", "engine", "stages", "facts", "live", "plan", "yaml", "exit", "error",
+    "calico", "engine", "stages", "facts", "live", "plan", "yaml", "exit", "error", "flowlogs",
 ];
 const PURE_EXACT: &[&str] = &["journal"];
 /// What a pure module must never depend on.

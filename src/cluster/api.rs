@@ -309,7 +309,12 @@ impl Api {
     }
 
     /// POST a review-style object (SelfSubjectReview, SelfSubjectAccessReview).
-    pub(super) async fn post(&self, path: &str, body: &Value, target: &Target) -> Result<Option<Value>> {
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        target: &Target,
+    ) -> Result<Option<Value>> {
         match self
             .send(
                 Method::POST,

@@ -73,7 +73,6 @@ impl Cluster {
             }
         }
     }
-
 }
 
 /// Read the kubeconfig the way kubectl does: --kubeconfig, else the $KUBECONFIG list merged,

@@ -4,25 +4,24 @@
 //! now). Nothing is written.
 
 use crate::cli::CheckArgs;
-use crate::cluster::inventory::{self, LiveState};
+use crate::cluster::inventory::{LiveState, Observe};
 use crate::engine::{self, FlowOutcome, FlowReport};
 use crate::error::Result;
 use crate::exit::ExitStatus;
-use crate::facts::{self, ClusterFacts};
+use crate::facts::ClusterFacts;
 use crate::stages::{StageId, StageOptions};
 use crate::ui::Printer;
 use crate::ui::printer::Tone;
 
 use super::Context;
+use super::observe::Observed;
 
 /// Above this many flows the table groups them; the lost ones are always listed.
 const ROWS_BEFORE_GROUPING: usize = 60;
 const LOST_LISTED: usize = 50;
 
 pub async fn run(ctx: &Context, args: &CheckArgs) -> Result<ExitStatus> {
-    let cluster = ctx.connect().await?;
-    let live = inventory::fetch(&cluster).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed { facts, live, .. } = ctx.observe(&Observe::everything()).await?;
     let options = StageOptions {
         namespace_override: ctx.namespace.clone(),
         ..StageOptions::with_defaults()

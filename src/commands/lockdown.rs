@@ -15,6 +15,7 @@ use crate::calico::policy::CalicoKind;
 use crate::cli::{LockdownArgs, LockdownCommandArgs};
 use crate::cluster::Cluster;
 use crate::cluster::inventory::{LiveState, Observe};
+use crate::engine::scenario::with_narrowed_safety_net;
 use crate::engine::{self, FlowReport, build};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
@@ -318,18 +319,7 @@ fn canary_flows_check(
     live: &LiveState,
     narrowed: &[DesiredObject],
 ) -> (bool, String) {
-    let mut after = live.clone();
-    for desired in narrowed {
-        for object in after.global_network_policies.iter_mut() {
-            if object
-                .pointer("/metadata/name")
-                .and_then(serde_json::Value::as_str)
-                == Some(desired.name.as_str())
-            {
-                *object = desired.manifest.clone();
-            }
-        }
-    }
+    let after = with_narrowed_safety_net(live, narrowed);
     let now = build::engine(live, facts);
     let later = build::engine(&after, facts);
     let report = engine::compare(&now, Some(&later), facts, Some(StageId::Lockdown));

@@ -11,18 +11,20 @@ use serde::Serialize;
 use crate::calico::policy::CalicoKind;
 use crate::cluster::Cluster;
 use crate::cluster::flow_source::{self, FlowSource};
-use crate::cluster::inventory;
+use crate::cluster::inventory::Observe;
 use crate::engine::model::Protocol;
 use crate::engine::model::Side;
+use crate::engine::scenario::with_narrowed_safety_net;
 use crate::engine::{Engine, Flow, build, state_after};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
-use crate::facts::{self, ClusterFacts};
+use crate::facts::ClusterFacts;
 use crate::flowlogs::{self, FlaggedFlow, Observation};
 use crate::live::LiveState;
 use crate::stages::{DesiredObject, StageId, StageOptions};
 use crate::ui::printer::Tone;
 
+use super::observe::Observed;
 use super::{Context, parse_duration};
 
 /// How far back `lockdown` looks at most: Goldmane keeps about an hour of flows in memory.
@@ -140,19 +142,7 @@ fn after_lockdown(
             Some(StageId::Lockdown),
         );
     };
-    let mut after = live.clone();
-    for desired in narrowed {
-        for object in after.global_network_policies.iter_mut() {
-            if object
-                .pointer("/metadata/name")
-                .and_then(serde_json::Value::as_str)
-                == Some(desired.name.as_str())
-            {
-                *object = desired.manifest.clone();
-            }
-        }
-    }
-    after
+    with_narrowed_safety_net(live, narrowed)
 }
 
 fn verdicts(
@@ -186,8 +176,7 @@ pub async fn run(ctx: &Context, options: &ObserveOptions) -> Result<ExitStatus> 
             ));
         }
     };
-    let live = inventory::fetch(&cluster).await?;
-    let facts = facts::detect(&live.inventory);
+    let Observed { facts, live, .. } = Observed::read(cluster, &Observe::everything()).await?;
     let verdicts = verdicts(observation, &live, &facts, None);
     if ctx.printer.output.is_some() {
         ctx.printer.structured(&verdicts);

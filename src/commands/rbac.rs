@@ -17,8 +17,9 @@ use crate::ui::Printer;
 /// 3.30+, `up --staged`, `promote`) are tiered like the kinds they preview and take the same
 /// rules; StagedKubernetesNetworkPolicy is left out, the stages never write one. The optional
 /// reads (tiers, ClusterInformation and the operator's Installation for the Calico version,
-/// ValidatingWebhookConfigurations for Calico's admission webhooks, the staged policies) degrade
-/// with a warning that names them when a rule is missing.
+/// ValidatingWebhookConfigurations for Calico's admission webhooks, the staged policies, and the
+/// Service `whisker` with its proxy for the soak gate's flow logs) degrade with a warning that
+/// names them when a rule is missing.
 pub fn cluster_role() -> serde_json::Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -42,6 +43,7 @@ pub fn cluster_role() -> serde_json::Value {
             {"apiGroups": ["operator.tigera.io"], "resources": ["installations"], "verbs": ["get"]},
             {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["list"]},
             {"apiGroups": ["projectcalico.org"], "resources": ["kubecontrollersconfigurations"], "verbs": ["get", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["services", "services/proxy"], "resourceNames": ["whisker"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "get", "create", "patch", "delete"]},
         ],
     })

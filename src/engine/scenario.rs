@@ -19,6 +19,20 @@ fn same_identity(object: &Value, namespace: Option<&str>, name: &str) -> bool {
             == namespace
 }
 
+/// The live state with the safety net narrowed for a canary lockdown: each narrowed policy
+/// replaces the live GlobalNetworkPolicy of its name.
+pub fn with_narrowed_safety_net(live: &LiveState, narrowed: &[stages::DesiredObject]) -> LiveState {
+    let mut after = live.clone();
+    for desired in narrowed {
+        for object in after.global_network_policies.iter_mut() {
+            if same_identity(object, None, &desired.name) {
+                *object = desired.manifest.clone();
+            }
+        }
+    }
+    after
+}
+
 /// The host endpoints kube-controllers keeps once autoCreate is Enabled, as
 /// [`host_endpoints::predict`] predicts them from the KubeControllersConfiguration (templates,
 /// createDefaultHostEndpoint, an AUTO_HOST_ENDPOINTS override) and the nodes, that are not live

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::{Revision, RevisionState, TouchedObject};
 use crate::cluster::Cluster;
-use crate::cluster::write::ConfigMaps;
 use crate::cluster::errors::Target;
+use crate::cluster::write::ConfigMaps;
 use crate::error::{Error, Result};
 use crate::facts::{self, Inventory};
 use crate::plan::Change;

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use crate::harness::{self, AuditEvent, ClusterGuard, Seed};
 use crate::stages_e2e::{Run, calico_harden};
+use crate::upgrade_drift_e2e::{RestoreCalicoVersion, set_calico_version};
 
 const SAFETY_NET: [&str; 2] = ["final-allow-everything", "log-everything"];
-const LAB_VERSION: &str = "v3.31.0";
 const OLD_VERSION: &str = "v3.29.4";
 
 fn ok(c: &ClusterGuard, args: &[&str]) -> Run {
@@ -282,26 +282,6 @@ fn lockdown_staged_stages_the_deletion_and_keeps_the_safety_net_until_promoted()
     assert_eq!(state_of(&plan(&c), "lockdown"), "staged");
 }
 
-fn set_calico_version(c: &ClusterGuard, version: &str) {
-    c.kubectl_ok(&[
-        "patch",
-        "clusterinformations.crd.projectcalico.org",
-        "default",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"spec": {{"calicoVersion": "{version}"}}}}"#),
-    ]);
-}
-
-/// Puts the lab's release back even when an assertion fails.
-struct RestoreCalicoVersion<'a>(&'a ClusterGuard);
-
-impl Drop for RestoreCalicoVersion<'_> {
-    fn drop(&mut self) {
-        set_calico_version(self.0, LAB_VERSION);
-    }
-}
-
 #[test]
 fn staged_mode_refuses_calico_older_than_3_30_with_the_version_found() {
     let c = harness::cluster(Seed::Lab);
@@ -370,4 +350,63 @@ fn bad_promote_arguments_are_refused_and_change_nothing() {
     assert_eq!(all.code, 1, "{}", all.stderr);
     assert!(all.stderr.contains("nothing is staged"), "{}", all.stderr);
     assert!(c.writes_since(&mark).is_empty());
+}
+
+/// Packets through the dataplane lab's real Felix: a staged lockdown changes nothing Felix
+/// enforces (calico-kube-controllers -> CoreDNS on tcp/9999, a port no stage allows, passes
+/// while the safety net's deletion is only staged), and promoting it locks down (the same flow
+/// is then denied).
+#[test]
+fn a_staged_lockdown_changes_no_packet_until_it_is_promoted() {
+    use crate::dataplane_e2e::{dataplane_available, probe};
+    const FROM: &str = "pod/calico-system/calico-kube-controllers-5c8d7b9f6-qw8rt";
+    const TO: &str = "pod/kube-system/coredns-7c65d6cfc9-9qz7m";
+    if !dataplane_available("a_staged_lockdown_changes_no_packet_until_it_is_promoted") {
+        return;
+    }
+    let c = harness::dataplane_cluster();
+    ok(&c, &["up", "--yes"]);
+    ok(&c, &["enable-hep", "--wait", "--yes"]);
+    assert!(
+        probe(&c, FROM, TO, "tcp/9999", "1s").0,
+        "allowed before any lockdown"
+    );
+
+    ok(&c, &["lockdown", "--staged", "--yes"]);
+    assert_eq!(
+        names(&c, "stagedglobalnetworkpolicies"),
+        SAFETY_NET.iter().map(|n| n.to_string()).collect(),
+        "the safety net's deletion is staged"
+    );
+    // Felix programs a policy change within about a second; give it several, then the flow
+    // must still pass every time.
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert!(
+            probe(&c, FROM, TO, "tcp/9999", "1s").0,
+            "a staged lockdown is not enforced: the flow still passes"
+        );
+    }
+
+    // --force: the soak gate would flag the probes just sent, which is what this test wants cut.
+    let promoted = ok(&c, &["promote", "lockdown", "--force", "--yes"]);
+    let gnps = names(&c, "globalnetworkpolicies");
+    assert!(
+        SAFETY_NET.iter().all(|n| !gnps.contains(*n)),
+        "promote lockdown deleted the safety net: {gnps:?}\n{}",
+        promoted.stderr
+    );
+    // Felix needs a moment to program the deletion.
+    let promoted_at = std::time::Instant::now();
+    while probe(&c, FROM, TO, "tcp/9999", "1s").0 {
+        assert!(
+            promoted_at.elapsed() < std::time::Duration::from_secs(20),
+            "after promoting the staged lockdown the flow is denied (still allowed after 20 s)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!(
+        "denied {:.1}s after promote lockdown returned",
+        promoted_at.elapsed().as_secs_f64()
+    );
 }

@@ -8,10 +8,12 @@ use serde_json::Value;
 use crate::harness::{self, ClusterGuard, Seed};
 use crate::stages_e2e::calico_harden;
 
-const LAB_VERSION: &str = "v3.31.0";
+pub const LAB_VERSION: &str = "v3.31.0";
 const UPGRADED_VERSION: &str = "v3.32.1";
 
-fn set_calico_version(c: &ClusterGuard, version: &str) {
+/// Writes the release calico-node reports into Calico's storage (calico-apiserver serves
+/// ClusterInformation read-only).
+pub fn set_calico_version(c: &ClusterGuard, version: &str) {
     c.kubectl_ok(&[
         "patch",
         "clusterinformations.crd.projectcalico.org",
@@ -23,7 +25,7 @@ fn set_calico_version(c: &ClusterGuard, version: &str) {
 }
 
 /// Puts the lab's release back even when an assertion fails, so later tests see the seed.
-struct RestoreCalicoVersion<'a>(&'a ClusterGuard);
+pub struct RestoreCalicoVersion<'a>(pub &'a ClusterGuard);
 
 impl Drop for RestoreCalicoVersion<'_> {
     fn drop(&mut self) {
