@@ -132,7 +132,7 @@ fn cluster(size: &Size) -> (LiveState, ClusterFacts) {
         .filter(|p| facts::is_system_pod(p))
         .cloned()
         .collect();
-    inv.pods = pods;
+    inv.pods = pods.into();
     inv.apiserver_endpoint_slices = vec![
         json!({"endpoints": [{"addresses": [node_ip(0)]}], "ports": [{"name": "https", "port": 6443}]}),
     ];

@@ -6,6 +6,8 @@
 //! is tested without a cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -257,6 +259,57 @@ impl ClusterFacts {
     }
 }
 
+/// A list of pods that the views of one observation share (the cluster now and after a stage):
+/// at fleet scale the pods are most of what a command holds, so cloning the list copies a
+/// pointer, and changing it copies the list first (copy on write).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pods(Arc<Vec<Value>>);
+
+impl Deref for Pods {
+    type Target = Vec<Value>;
+
+    fn deref(&self) -> &Vec<Value> {
+        &self.0
+    }
+}
+
+impl DerefMut for Pods {
+    fn deref_mut(&mut self) -> &mut Vec<Value> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<Vec<Value>> for Pods {
+    fn from(pods: Vec<Value>) -> Self {
+        Self(Arc::new(pods))
+    }
+}
+
+impl FromIterator<Value> for Pods {
+    fn from_iter<I: IntoIterator<Item = Value>>(pods: I) -> Self {
+        Self::from(pods.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl IntoIterator for Pods {
+    type Item = Value;
+    type IntoIter = std::vec::IntoIter<Value>;
+
+    /// The pods, copied only when another view still holds them.
+    fn into_iter(self) -> Self::IntoIter {
+        Arc::unwrap_or_clone(self.0).into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Pods {
+    type Item = &'a Value;
+    type IntoIter = std::slice::Iter<'a, Value>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// The raw objects the facts are derived from: one LIST (or one GET) per kind, as JSON.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
@@ -268,11 +321,11 @@ pub struct Inventory {
     /// EndpointSlices of the `kubernetes` Service in `default`.
     pub apiserver_endpoint_slices: Vec<Value>,
     /// Calico and DNS pods (selected by label), all namespaces.
-    pub system_pods: Vec<Value>,
+    pub system_pods: Pods,
     /// The pods the command observed (`live::Observe`), `system_pods` among them: every pod
     /// for the flow check, only the system pods for `plan` and `up`, and for a stage command
     /// the ones its flow-change report can be about.
-    pub pods: Vec<Value>,
+    pub pods: Pods,
     /// IPPools, for the encapsulation in use; None when they could not be read.
     pub ip_pools: Option<Vec<Value>>,
     pub namespaces: Vec<Value>,
@@ -884,7 +937,8 @@ mod tests {
                 pod("calico-system", "calico-apiserver", "w-1"),
                 pod("calico-system", "calico-typha", "w-1"),
                 pod("kube-system", "calico-kube-controllers", "w-1"),
-            ],
+            ]
+            .into(),
             ..Default::default()
         };
         let facts = detect(&inv);
@@ -958,7 +1012,8 @@ mod tests {
             system_pods: vec![
                 image("calico-node", "v3.30.4"),
                 image("calico-kube-controllers", "v3.31.0@sha256:abc"),
-            ],
+            ]
+            .into(),
             ..Default::default()
         });
         assert_eq!(
@@ -969,7 +1024,8 @@ mod tests {
             system_pods: vec![
                 image("calico-node", "v3.31.0"),
                 image("calico-kube-controllers", "v3.31.0"),
-            ],
+            ]
+            .into(),
             ..Default::default()
         });
         assert_eq!(same.controllers_newer_than_node(), None);

@@ -228,8 +228,8 @@ pub async fn observe_pods(cluster: &Cluster, live: &mut LiveState, scope: &PodSc
     let pods = list_pods(cluster, scope, &progress).await?;
     let inventory = &mut live.inventory;
     inventory.pods = match scope {
-        PodScope::Every => pods,
-        _ => merge_pods(std::mem::take(&mut inventory.pods).into_iter().chain(pods)),
+        PodScope::Every => pods.into(),
+        _ => merge_pods(std::mem::take(&mut inventory.pods).into_iter().chain(pods)).into(),
     };
     Ok(())
 }
@@ -579,7 +579,7 @@ pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<Live
                 .filter(|p| is_system_pod(p))
                 .cloned()
                 .collect(),
-            pods: core.pods,
+            pods: core.pods.into(),
             ip_pools: warned(policies.ip_pools).flatten(),
             namespaces: core.namespaces,
             kube_controllers_configuration: policies.kube_controllers_configuration,
@@ -806,7 +806,8 @@ mod tests {
                 "192.168.0.9",
                 json!({"app": "web"}),
             ),
-        ];
+        ]
+        .into();
         inventory.system_pods = inventory
             .pods
             .iter()

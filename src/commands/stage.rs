@@ -244,7 +244,7 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
         say_next_step(ctx, stage);
         return Ok(ExitStatus::Success);
     }
-    let transaction = Transaction::new(ctx, &cluster);
+    let transaction = Transaction::new(ctx, &cluster).recording_version_of(&facts);
     transaction.show(&changes);
     let pods = pods_for_flow_report(stage, &facts, &live, &options);
     inventory::observe_pods(&cluster, &mut live, &pods).await?;
@@ -402,7 +402,7 @@ mod tests {
             )
         });
         live.inventory.system_pods = pods.iter().filter(|p| is_system_pod(p)).cloned().collect();
-        live.inventory.pods = pods;
+        live.inventory.pods = pods.into();
         live.inventory.namespaces = [
             "kube-system",
             "calico-system",

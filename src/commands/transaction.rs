@@ -13,7 +13,8 @@ use crate::cluster::Cluster;
 use crate::cluster::access::{self, Permission};
 use crate::cluster::write::Writer;
 use crate::error::{Error, Result};
-use crate::journal::store::Recorder;
+use crate::facts::ClusterFacts;
+use crate::journal::store::{KnownVersion, Recorder};
 use crate::journal::{Revision, RevisionState};
 use crate::plan::{Change, ChangeKind};
 use crate::ui::diff;
@@ -38,6 +39,8 @@ pub struct Transaction<'a> {
     undoes: Vec<u64>,
     /// Those to mark rolled back once the new revision is written.
     rolled_back: Vec<Revision>,
+    /// The Calico release the revision records, when the observation already read it.
+    calico_version: KnownVersion,
 }
 
 /// What the operator is asked before anything is written.
@@ -65,7 +68,18 @@ impl<'a> Transaction<'a> {
             cluster,
             undoes: Vec::new(),
             rolled_back: Vec::new(),
+            calico_version: KnownVersion::Unknown,
         }
+    }
+
+    /// A transaction whose revision records the Calico release the command's observation
+    /// read, instead of the journal reading it again.
+    pub fn recording_version_of(mut self, facts: &ClusterFacts) -> Self {
+        let version = facts
+            .calico_version()
+            .map(|(version, _)| version.to_string());
+        self.calico_version = KnownVersion::Observed(version);
+        self
     }
 
     /// A transaction that undoes `revisions`: they are marked rolled back once it is written.
@@ -97,10 +111,10 @@ impl<'a> Transaction<'a> {
         let (ctx, cluster) = (self.ctx, self.cluster);
         let writer = Writer::new(cluster, ctx.dry_run);
         let progress = Progress::start("writing");
-        if ctx.dry_run != DryRun::Client {
-            access::require(cluster, needed_permissions(ctx, changes)).await?;
-        }
         if ctx.dry_run != DryRun::None {
+            if ctx.dry_run != DryRun::Client {
+                access::require(cluster, needed_permissions(ctx, changes)).await?;
+            }
             return write_unjournaled(&writer, &progress, changes).await;
         }
         let applied = self.write_journaled(&writer, &progress, changes).await?;
@@ -122,7 +136,19 @@ impl<'a> Transaction<'a> {
         crate::interrupt::watch();
         let undoes = self.undoes.clone();
         let store = self.ctx.store(self.cluster);
-        let mut recorder = store.begin(&self.ctx.command_line, changes, undoes).await?;
+        // The permission checks and the journal's reads at once; the revision is created only
+        // once the checks pass, and a refused permission is the error shown.
+        let (allowed, prepared) = tokio::join!(
+            access::require(self.cluster, needed_permissions(self.ctx, changes)),
+            store.prepare(
+                &self.ctx.command_line,
+                changes,
+                undoes,
+                self.calico_version.clone()
+            ),
+        );
+        allowed?;
+        let mut recorder = store.begin(prepared?).await?;
         let abort_after = abort_after_writes();
         let mut results = Vec::new();
         for (index, change) in changes.iter().enumerate() {

@@ -55,7 +55,7 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     }
 
     // Every confirmation comes before the first write; the writes form one revision.
-    let transaction = Transaction::new(ctx, &cluster);
+    let transaction = Transaction::new(ctx, &cluster).recording_version_of(&facts);
     let accepted = confirmed_stages(&transaction, args, through, &options, &facts, &live)?;
     if accepted.is_empty() {
         ctx.printer

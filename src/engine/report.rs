@@ -11,7 +11,7 @@ use super::build;
 use super::eval::{Engine, Verdict};
 use super::flows::{CriticalFlow, FlowCategory, critical_flows};
 use super::model::Flow;
-use super::scenario::state_after;
+use super::scenario::{changes_endpoints, state_after};
 
 pub const CONNTRACK_NOTE: &str = "verdicts are for NEW connections: established connections are kept by conntrack and a lockout shows only when they reconnect";
 
@@ -176,7 +176,13 @@ pub fn check(
     after: Option<StageId>,
 ) -> FlowReport {
     let now = build::engine(live, facts);
-    let later =
-        after.map(|stage| build::engine(&state_after(live, facts, options, Some(stage)), facts));
+    let later = after.map(|stage| {
+        let state = state_after(live, facts, options, Some(stage));
+        if changes_endpoints(stage) {
+            build::engine(&state, facts)
+        } else {
+            build::engine_over(now.network.clone(), &state, facts)
+        }
+    });
     compare(&now, later.as_ref(), facts, after)
 }

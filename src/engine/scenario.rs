@@ -75,6 +75,12 @@ fn apply_objects(
     }
 }
 
+/// Whether the state after `stage` has other endpoints than the live state (host endpoints
+/// kube-controllers would create), not only other policies.
+pub fn changes_endpoints(stage: StageId) -> bool {
+    matches!(stage, StageId::EnableHep | StageId::Lockdown)
+}
+
 /// The state after `stage`. `None` is the live state itself.
 pub fn state_after(
     live: &LiveState,

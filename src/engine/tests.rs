@@ -82,7 +82,8 @@ fn small(heps: bool, gnps: Vec<Value>, nps: Vec<Value>) -> LiveState {
             "n2",
             json!({"k8s-app": "calico-node"}),
         ),
-    ];
+    ]
+    .into();
     if heps {
         live.inventory.host_endpoints = vec![hep(&n1, &[]), hep(&n2, &[])];
     }
@@ -618,7 +619,7 @@ fn lab_with_prefix(prefix: &str) -> (LiveState, ClusterFacts) {
         .filter(|p| crate::facts::is_system_pod(p))
         .cloned()
         .collect();
-    live.inventory.pods = pods;
+    live.inventory.pods = pods.into();
     live.inventory.namespaces = [
         "kube-system",
         "calico-system",

@@ -103,7 +103,8 @@ impl<'a> Store<'a> {
                 .and_then(|list| list.get("items"))
                 .and_then(Value::as_array)
                 .cloned()
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .into();
         }
         recorded(&inventory)
     }
@@ -142,21 +143,27 @@ impl<'a> Store<'a> {
         })
     }
 
-    /// Write a new revision as pending before the first change. Fails (and the command changes
-    /// nothing) when the history cannot be written.
-    pub async fn begin(
+    /// Read what a new revision needs (the history, the user, the Calico release unless the
+    /// command's observation already named it), all at once; nothing is written yet, so the
+    /// command may check its permissions meanwhile. Fails when the history cannot be read.
+    pub async fn prepare(
         &self,
         command: &str,
         changes: &[Change],
         undoes: Vec<u64>,
-    ) -> Result<Recorder<'a>> {
-        // Three independent reads, at once: one round trip before the first write, not three.
+        version: KnownVersion,
+    ) -> Result<Prepared> {
+        let calico_version = async {
+            match version {
+                KnownVersion::Observed(version) => version,
+                KnownVersion::Unknown => self.calico_version().await,
+            }
+        };
         let (existing, user, calico_version) =
-            tokio::join!(self.list(), self.cluster.whoami(), self.calico_version());
-        let existing = existing.map_err(history_error)?;
-        let number = existing.last().map_or(1, |r| r.revision + 1);
-        let mut revision = Revision {
-            revision: number,
+            tokio::join!(self.list(), self.cluster.whoami(), calico_version);
+        let history = existing.map_err(history_error)?;
+        let revision = Revision {
+            revision: history.last().map_or(1, |r| r.revision + 1),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             command: command.to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -167,12 +174,21 @@ impl<'a> Store<'a> {
             undoes,
             message: None,
         };
-        revision = self.create_pending(revision, number).await?;
+        Ok(Prepared { revision, history })
+    }
+
+    /// Write the prepared revision as pending before the first change. Fails (and the command
+    /// changes nothing) when the history cannot be written.
+    pub async fn begin(&self, prepared: Prepared) -> Result<Recorder<'a>> {
+        let Prepared { revision, history } = prepared;
+        let number = revision.revision;
+        let revision = self.create_pending(revision, number).await?;
         Ok(Recorder {
             cluster: self.cluster,
             namespace: self.namespace.clone(),
             max: self.max,
             revision,
+            history,
         })
     }
 
@@ -217,9 +233,9 @@ impl<'a> Store<'a> {
         self.configmaps().merge_patch(&name, &patch).await
     }
 
-    /// Keep the newest `max` revisions; pending ones are never pruned.
-    async fn prune(&self) -> Result<()> {
-        let revisions = self.list().await?;
+    /// Keep the newest `max` of `revisions` (the history, oldest first); pending ones are never
+    /// pruned.
+    async fn prune(&self, revisions: &[Revision]) -> Result<()> {
         let excess = revisions.len().saturating_sub(self.max as usize);
         for revision in revisions
             .iter()
@@ -234,12 +250,33 @@ impl<'a> Store<'a> {
     }
 }
 
+/// The Calico release a new revision records.
+#[derive(Debug, Clone)]
+pub enum KnownVersion {
+    /// What the command's observation read, by the same chain
+    /// ([`ClusterFacts::calico_version`]): the journal does not ask again.
+    ///
+    /// [`ClusterFacts::calico_version`]: crate::facts::ClusterFacts::calico_version
+    Observed(Option<String>),
+    /// Not read yet: the journal reads it ([`Store::prepare`]).
+    Unknown,
+}
+
+/// A revision ready to be written as pending, with the history read alongside it.
+pub struct Prepared {
+    revision: Revision,
+    history: Vec<Revision>,
+}
+
 /// An open revision: records each write as it happens, then its final state.
 pub struct Recorder<'a> {
     cluster: &'a Cluster,
     namespace: String,
     max: u32,
     pub revision: Revision,
+    /// The history as read before this revision was created: what the cleanup at the end
+    /// prunes from, without listing it again.
+    history: Vec<Revision>,
 }
 
 impl Recorder<'_> {
@@ -263,8 +300,12 @@ impl Recorder<'_> {
     pub async fn finish(&mut self, state: RevisionState, message: Option<String>) -> Result<()> {
         self.revision.state = state;
         self.revision.message = message;
+        let mut revisions = std::mem::take(&mut self.history);
+        revisions.retain(|r| r.revision != self.revision.revision);
+        revisions.push(self.revision.clone());
+        revisions.sort_by_key(|r| r.revision);
         let store = self.store();
         store.patch(&self.revision).await?;
-        store.prune().await
+        store.prune(&revisions).await
     }
 }
