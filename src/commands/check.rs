@@ -241,11 +241,7 @@ pub fn flows_changed_by(
     options: &StageOptions,
     stage: StageId,
 ) -> Vec<FlowOutcome> {
-    engine::check(live, facts, options, Some(stage))
-        .flows
-        .into_iter()
-        .filter(FlowOutcome::changed)
-        .collect()
+    engine::changed_by(live, facts, options, stage)
 }
 
 /// Show the flows a stage changes (see [`flows_changed_by`]); returns how many would be lost.

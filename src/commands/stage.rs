@@ -542,6 +542,24 @@ mod tests {
     }
 
     #[test]
+    fn the_changed_flows_are_the_full_reports_flows_that_change() {
+        for with_heps in [false, true] {
+            let live = cluster(with_heps);
+            let facts = facts::detect(&live.inventory);
+            let stages = StageId::policy_stages().chain([StageId::EnableHep, StageId::Lockdown]);
+            for stage in stages {
+                let full = crate::engine::check(&live, &facts, &options(), Some(stage));
+                let changed: Vec<_> = full.flows.into_iter().filter(|f| f.changed()).collect();
+                assert_eq!(
+                    report(&live, &facts, stage),
+                    serde_json::to_value(changed).unwrap(),
+                    "{stage} (host endpoints: {with_heps})"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn host_and_calico_stages_read_a_few_pods_and_workload_stages_read_every_pod() {
         let mut live = cluster(true);
         live.inventory.pods = live.inventory.system_pods.clone();

@@ -38,5 +38,5 @@ mod tests;
 pub use eval::{Decider, Engine, HopKind, HopResult, PolicyTrace, RuleTrace, Verdict};
 pub use flows::{CriticalFlow, FlowCategory, critical_flows};
 pub use model::{Flow, Network, Protocol, Side};
-pub use report::{Decision, FlowOutcome, FlowReport, check, compare};
+pub use report::{Decision, FlowOutcome, FlowReport, changed_by, check, compare};
 pub use scenario::state_after;
