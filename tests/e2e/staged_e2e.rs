@@ -367,10 +367,16 @@ fn a_staged_lockdown_changes_no_packet_until_it_is_promoted() {
     let c = harness::dataplane_cluster();
     ok(&c, &["up", "--yes"]);
     ok(&c, &["enable-hep", "--wait", "--yes"]);
-    assert!(
-        probe(&c, FROM, TO, "tcp/9999", "1s").0,
-        "allowed before any lockdown"
-    );
+    // The reset before this test restarts Felix and puts the safety net back after whatever
+    // the previous test left; wait for the dataplane to allow the flow again.
+    let reset_at = std::time::Instant::now();
+    while !probe(&c, FROM, TO, "tcp/9999", "1s").0 {
+        assert!(
+            reset_at.elapsed() < std::time::Duration::from_secs(30),
+            "allowed before any lockdown (still denied after 30 s)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     ok(&c, &["lockdown", "--staged", "--yes"]);
     assert_eq!(
