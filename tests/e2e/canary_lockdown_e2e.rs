@@ -13,24 +13,11 @@ use serde_json::Value;
 
 use crate::dataplane_e2e::{dataplane_available, probe, probe_side};
 use crate::harness::{self, ClusterGuard, Seed};
-use crate::stages_e2e::{Run, calico_harden, with_kubeconfig};
+use crate::stages_e2e::{calico_harden, ok, with_kubeconfig};
 
 const CANARY: &str = "kubernetes.io/hostname=node1";
 const NARROWED: &str = "has(projectcalico.org/namespace) || !(kubernetes.io/hostname == \"node1\")";
 const SAFETY_NET: [&str; 2] = ["final-allow-everything", "log-everything"];
-
-fn ok(c: &ClusterGuard, args: &[&str]) -> Run {
-    let run = calico_harden(c, args);
-    assert_eq!(
-        run.code,
-        0,
-        "kubectl calico-harden {}:\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        run.stdout,
-        run.stderr
-    );
-    run
-}
 
 fn harden(c: &ClusterGuard) {
     ok(c, &["up", "--yes"]);

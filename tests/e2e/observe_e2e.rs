@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::dataplane_e2e::{dataplane_available, probe};
 use crate::harness::{self, ClusterGuard, Seed};
-use crate::stages_e2e::{Run, calico_harden};
+use crate::stages_e2e::{Run, calico_harden, ok};
 
 /// calico-kube-controllers' egress is selected by two stages (to the API server, to
 /// calico-apiserver) and no stage allows tcp/9999: only the safety net lets this through, and
@@ -38,19 +38,6 @@ const SAFETY_NET: [&str; 2] = ["final-allow-everything", "log-everything"];
 
 fn run(c: &ClusterGuard, args: &[&str]) -> Run {
     calico_harden(c, args)
-}
-
-fn ok(c: &ClusterGuard, args: &[&str]) -> Run {
-    let out = run(c, args);
-    assert_eq!(
-        out.code,
-        0,
-        "kubectl calico-harden {}:\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.stdout,
-        out.stderr
-    );
-    out
 }
 
 fn pod(side: &str) -> String {

@@ -11,24 +11,11 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::harness::{self, AuditEvent, ClusterGuard, Seed};
-use crate::stages_e2e::{Run, calico_harden};
+use crate::stages_e2e::{STAGE_COMMANDS, calico_harden, ok};
 use crate::upgrade_drift_e2e::{RestoreCalicoVersion, set_calico_version};
 
 const SAFETY_NET: [&str; 2] = ["final-allow-everything", "log-everything"];
 const OLD_VERSION: &str = "v3.29.4";
-
-fn ok(c: &ClusterGuard, args: &[&str]) -> Run {
-    let run = calico_harden(c, args);
-    assert_eq!(
-        run.code,
-        0,
-        "kubectl calico-harden {}:\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        run.stdout,
-        run.stderr
-    );
-    run
-}
 
 /// (verb, resource, name) of every write to a Calico policy kind.
 fn policy_writes(events: &[AuditEvent]) -> Writes {
@@ -92,21 +79,6 @@ fn state_of(report: &Value, stage: &str) -> String {
         .1
 }
 
-/// The policy stages the lab applies (registry needs an address).
-const LAB_POLICY_STAGES: [&str; 11] = [
-    "safety-net",
-    "localhost",
-    "isolate-apps",
-    "calico-apiserver-to-kapi",
-    "controllers-to-calico-apiserver",
-    "hosts-to-calico-apiserver",
-    "nodes-to-kapi",
-    "srcnat-to-kapi",
-    "nodes-to-typha",
-    "kubelet",
-    "controllers-to-kapi",
-];
-
 type Writes = BTreeSet<(String, String, String)>;
 
 fn enforced_names(c: &ClusterGuard) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -118,7 +90,7 @@ fn enforced_names(c: &ClusterGuard) -> (BTreeSet<String>, BTreeSet<String>) {
 
 fn assert_every_lab_stage(c: &ClusterGuard, state: &str) -> Value {
     let report = plan(c);
-    for stage in LAB_POLICY_STAGES {
+    for stage in STAGE_COMMANDS.iter().copied() {
         assert_eq!(state_of(&report, stage), state, "{stage}: {report:#}");
     }
     report

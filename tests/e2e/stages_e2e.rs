@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::harness::{self, ClusterGuard, Seed};
 use crate::tutorial_render::plugin;
 
-const STAGE_COMMANDS: &[&str] = &[
+/// The policy stage commands the lab applies (registry needs an address).
+pub const STAGE_COMMANDS: &[&str] = &[
     "safety-net",
     "localhost",
     "isolate-apps",
@@ -46,6 +47,20 @@ fn finish(out: Output) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs the plugin and fails the test, with its output, unless it exits 0.
+pub fn ok(c: &ClusterGuard, args: &[&str]) -> Run {
+    let run = calico_harden(c, args);
+    assert_eq!(
+        run.code,
+        0,
+        "kubectl calico-harden {}:\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        run.stdout,
+        run.stderr
+    );
+    run
 }
 
 pub fn calico_harden(c: &ClusterGuard, args: &[&str]) -> Run {
