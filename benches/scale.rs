@@ -118,7 +118,7 @@ fn summarize(name: impl Into<String>, runs: &[Run]) -> Summary {
 }
 
 /// The stage commands, each with the arguments it needs and the `kubectl-calico-harden/stage`
-/// label of what it writes.
+/// label of what it writes; some again with `--flows`.
 const STAGE_COMMANDS: &[(&[&str], &str)] = &[
     (&["safety-net"], "safety-net"),
     (&["localhost"], "localhost"),
@@ -135,6 +135,14 @@ const STAGE_COMMANDS: &[(&[&str], &str)] = &[
     (&["kubelet"], "kubelet"),
     (&["controllers-to-kapi"], "controllers-to-kapi"),
     (&["registry", "--ip", "10.5.0.1"], "registry"),
+    // With the flow report over every policy and the pods the stage's policies select.
+    (&["localhost", "--flows"], "localhost"),
+    (
+        &["calico-apiserver-to-kapi", "--flows"],
+        "calico-apiserver-to-kapi",
+    ),
+    (&["safety-net", "--flows"], "safety-net"),
+    (&["isolate-apps", "--flows"], "isolate-apps"),
 ];
 
 fn seed_scale(c: &ClusterGuard) {

@@ -124,13 +124,13 @@ pub enum Command {
     /// GNPs final-allow-everything (order 100001) and log-everything (order 100000), so later
     /// stages cannot cut anything off until `lockdown` removes them.
     #[command(visible_alias = "allow-everything")]
-    SafetyNet,
+    SafetyNet(StageReportArgs),
 
     /// Stage 01: hosts may reach 127.0.0.0/8.
     ///
     /// GNP allow-containers-access-to-localhost.
     #[command(visible_alias = "container-to-localhost")]
-    Localhost,
+    Localhost(StageReportArgs),
 
     /// Stage 02: workloads in app namespaces may only reach cluster DNS.
     ///
@@ -147,7 +147,7 @@ pub enum Command {
     /// NP calico-apiserver-to-kapi in the calico-apiserver's namespace, on the detected API
     /// server port.
     #[command(visible_alias = "calico-api-to-kapi")]
-    CalicoApiserverToKapi,
+    CalicoApiserverToKapi(StageReportArgs),
 
     /// Stage 04: calico-kube-controllers may reach calico-apiserver.
     ///
@@ -155,45 +155,45 @@ pub enum Command {
     /// tutorial where calico-apiserver runs in another namespace: the rule then names it, because
     /// a namespaced policy's rule selector only sees its own namespace.
     #[command(visible_alias = "calico-kube-controller-to-api")]
-    ControllersToCalicoApiserver,
+    ControllersToCalicoApiserver(StageReportArgs),
 
     /// Stage 05: hosts may reach calico-apiserver on TCP 5443.
     ///
     /// GNP calico-components-to-apiserver.
     #[command(visible_alias = "calico-components-to-apiserver")]
-    HostsToCalicoApiserver,
+    HostsToCalicoApiserver(StageReportArgs),
 
     /// Stage 06: hosts may reach the API server on the control-plane nodes.
     ///
     /// GNP worker-nodes-to-kapi, for the detected control-plane nodes and API server port.
     #[command(visible_alias = "worker-nodes-to-kapi")]
-    NodesToKapi,
+    NodesToKapi(StageReportArgs),
 
     /// Stage 07: calico-node, calico-apiserver and typha pods may reach the API server.
     ///
     /// GNP srcnated-to-kapi, for the detected control-plane nodes and API server port.
     #[command(visible_alias = "srcnated-to-kapi")]
-    SrcnatToKapi,
+    SrcnatToKapi(StageReportArgs),
 
     /// Stage 08: hosts may reach calico-typha on TCP 5473.
     ///
     /// GNP worker-nodes-to-typha, for the nodes where typha runs.
     #[command(visible_alias = "worker-nodes-to-typha")]
-    NodesToTypha,
+    NodesToTypha(StageReportArgs),
 
     /// Stage 09: the API server may reach kubelets on TCP 10250 (not in the tutorial).
     ///
     /// GNP kapi-to-kubelet, so that `kubectl logs/exec/port-forward` keep working after
     /// lockdown: TCP 10250 is not a Felix failsafe port.
     #[command(visible_alias = "kapi-to-kubelet")]
-    Kubelet,
+    Kubelet(StageReportArgs),
 
     /// Stage 10: calico-kube-controllers may reach the API server (not in the tutorial).
     ///
     /// NetworkPolicy calico-kube-controllers-to-kapi: the tutorial's policy for the controllers
     /// only allows the calico-apiserver, which cuts them off from the API server at lockdown.
     #[command(visible_alias = "calico-kube-controllers-to-kapi")]
-    ControllersToKapi,
+    ControllersToKapi(StageReportArgs),
 
     /// Every endpoint may reach a private registry.
     ///
@@ -273,6 +273,17 @@ pub enum Command {
     Completion(CompletionArgs),
 }
 
+/// What every policy stage command takes besides its own flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StageReportArgs {
+    /// Evaluate the critical flows the stage changes against every policy in the cluster and
+    /// every pod the stage's policies can select (as `check --after STAGE` does). Without it
+    /// the stage reads only its own objects, and evaluates the flows only when its policies
+    /// select no endpoint yet (then none can change).
+    #[arg(long)]
+    pub flows: bool,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct IsolateAppsArgs {
     /// Namespaces to leave alone, comma separated; '' isolates every namespace as the tutorial does.
@@ -282,6 +293,9 @@ pub struct IsolateAppsArgs {
         default_value = crate::stages::DEFAULT_EXCLUDED_NAMESPACES
     )]
     pub exclude_namespaces: String,
+
+    #[command(flatten)]
+    pub report: StageReportArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -293,6 +307,9 @@ pub struct RegistryArgs {
     /// TCP port of the registry (repeatable; default 5000).
     #[arg(long, value_name = "N")]
     pub port: Vec<String>,
+
+    #[command(flatten)]
+    pub report: StageReportArgs,
 }
 
 #[derive(Debug, Args, Clone, Default)]

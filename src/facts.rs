@@ -373,7 +373,7 @@ pub fn is_system_pod(pod: &Value) -> bool {
     label(pod, "k8s-app").is_some_and(|app| SYSTEM_POD_APPS.contains(&app))
 }
 
-const CONTROL_PLANE_ROLE_LABELS: &[&str] = &[
+pub const CONTROL_PLANE_ROLE_LABELS: &[&str] = &[
     "node-role.kubernetes.io/control-plane",
     "node-role.kubernetes.io/master",
 ];

@@ -22,7 +22,39 @@ pub struct LiveState {
     pub staged_network_policies: Vec<Value>,
 }
 
+/// One Calico object, by identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectName {
+    pub kind: CalicoKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectName {
+    pub fn cluster_wide(kind: CalicoKind, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: None,
+            name: name.to_string(),
+        }
+    }
+}
+
 impl LiveState {
+    /// Add an object read on its own to the list of its kind (a policy kind or a host
+    /// endpoint; the configuration singletons are read with the inventory).
+    pub fn insert(&mut self, kind: CalicoKind, object: Value) {
+        let pool = match kind {
+            CalicoKind::GlobalNetworkPolicy => &mut self.global_network_policies,
+            CalicoKind::NetworkPolicy => &mut self.network_policies,
+            CalicoKind::StagedGlobalNetworkPolicy => &mut self.staged_global_network_policies,
+            CalicoKind::StagedNetworkPolicy => &mut self.staged_network_policies,
+            CalicoKind::HostEndpoint => &mut self.inventory.host_endpoints,
+            CalicoKind::KubeControllersConfiguration | CalicoKind::FelixConfiguration => return,
+        };
+        pool.push(object);
+    }
+
     /// The live object with this identity, if any.
     pub fn find(&self, kind: CalicoKind, namespace: Option<&str>, name: &str) -> Option<&Value> {
         let pool = match kind {
@@ -54,13 +86,14 @@ impl LiveState {
     }
 }
 
-/// What a command reads from the cluster. Every kind but pods and policies is read whole (they
-/// are few, and every command's facts need them); pods are the one list that grows with the
-/// workloads, and most commands need only the Calico and DNS pods the facts come from; the
+/// What a command reads from the cluster. Every kind but nodes, pods and policies is read whole
+/// (they are few, and every command's facts need them); pods are the one list that grows with
+/// the workloads, and most commands need only the Calico and DNS pods the facts come from; the
 /// policies (Calico's and Kubernetes') are what the plan and the flow check evaluate, and at
-/// fleet scale the other large list.
+/// fleet scale the other large list; of the nodes a stage needs only those its policies name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observe {
+    pub nodes: NodeScope,
     pub pods: PodScope,
     /// Whether the Calico and Kubernetes network policies are read; without them
     /// [`LiveState`]'s policy lists are empty.
@@ -71,6 +104,7 @@ impl Observe {
     /// Everything: the flow check over every workload (`check`, `explain`, `lockdown`).
     pub fn everything() -> Self {
         Self {
+            nodes: NodeScope::Every,
             pods: PodScope::Every,
             policies: true,
         }
@@ -79,6 +113,7 @@ impl Observe {
     /// What the facts and the plan need: every kind, and of the pods only the system ones.
     pub fn facts() -> Self {
         Self {
+            nodes: NodeScope::Every,
             pods: PodScope::System,
             policies: true,
         }
@@ -92,6 +127,26 @@ impl Observe {
             ..Self::facts()
         }
     }
+
+    /// What rendering the policy stages needs: the facts without policies, of the nodes only
+    /// those the stages name ([`NodeScope::Named`]). Its facts count and list only those nodes.
+    pub fn for_stages() -> Self {
+        Self {
+            nodes: NodeScope::Named,
+            ..Self::facts_without_policies()
+        }
+    }
+}
+
+/// Which nodes to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeScope {
+    Every,
+    /// The nodes the policy stages name: those with a control-plane role label and those
+    /// calico-typha runs on. Every node when none carries the label (the control plane is then
+    /// found by address) or when host endpoints exist (each polices its node, and a flow
+    /// report over them needs them all).
+    Named,
 }
 
 /// Which pods to list.

@@ -168,6 +168,38 @@ impl Api {
         Ok(served.then_some(items))
     }
 
+    /// Whether a LIST would return anything: one page of one item. False too when the
+    /// resource type is not served.
+    pub async fn any(
+        &self,
+        path: &str,
+        label_selector: Option<&str>,
+        target: &Target,
+    ) -> Result<bool> {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", "1");
+        if let Some(selector) = label_selector {
+            query.append_pair("labelSelector", selector);
+        }
+        let uri = format!("{path}?{}", query.finish());
+        match self
+            .send(Method::GET, &uri, None, None, target, true)
+            .await?
+        {
+            Outcome::Ok(text) => {
+                let page: Page<serde::de::IgnoredAny> =
+                    serde_json::from_str(&text).map_err(|e| {
+                        Error::unreadable(
+                            target.describe(),
+                            format!("the server's answer is not a list: {e}"),
+                        )
+                    })?;
+                Ok(page.items.is_some_and(|items| !items.is_empty()))
+            }
+            Outcome::NotFound => Ok(false),
+        }
+    }
+
     /// LIST page by page (`limit`/`continue`), handing each page's items to `on_page` as `T`:
     /// only the fields `T` names are kept, and a page's text is dropped before the next one is
     /// asked for. False when the resource type is not served.

@@ -13,12 +13,12 @@ use super::errors::Target;
 use crate::calico::policy::CalicoKind;
 use crate::error::{Error, Result};
 use crate::facts::{
-    CalicoApiMode, FELIX_NODE_CONFIGURATION_PREFIX, Inventory, SYSTEM_POD_LABEL_SELECTOR,
-    calico_webhook_service, is_system_pod,
+    CONTROL_PLANE_ROLE_LABELS, CalicoApiMode, FELIX_NODE_CONFIGURATION_PREFIX, Inventory,
+    SYSTEM_POD_LABEL_SELECTOR, calico_webhook_service, is_system_pod,
 };
 use crate::ui::progress::Progress;
 // The snapshot types live in a pure module; re-exported so callers read them where they are made.
-pub use crate::live::{LiveState, Observe, PodQuery, PodScope};
+pub use crate::live::{LiveState, NodeScope, ObjectName, Observe, PodQuery, PodScope};
 
 fn core_target(resource: &str) -> Target {
     Target {
@@ -94,13 +94,59 @@ pub fn not_served_error() -> Error {
 }
 
 async fn get_calico(cluster: &Cluster, kind: CalicoKind, name: &str) -> Result<Option<Value>> {
+    get_named(cluster, &ObjectName::cluster_wide(kind, name)).await
+}
+
+async fn get_named(cluster: &Cluster, object: &ObjectName) -> Result<Option<Value>> {
+    let namespace = object.namespace.as_deref();
+    let name = Some(object.name.as_str());
     cluster
         .api
         .get(
-            &calico_path(kind, None, Some(name)),
-            &calico_target("get", kind, None, Some(name)),
+            &calico_path(object.kind, namespace, name),
+            &calico_target("get", object.kind, namespace, name),
         )
         .await
+}
+
+/// GET the Calico objects `named`, at once, into `live`'s lists (those that exist): what a
+/// command that writes a few known policies reads instead of every policy in the cluster.
+pub async fn observe_named(
+    cluster: &Cluster,
+    live: &mut LiveState,
+    named: &[ObjectName],
+) -> Result<()> {
+    let mut named = named.to_vec();
+    named.sort();
+    named.dedup();
+    let found =
+        futures::future::try_join_all(named.iter().map(|object| get_named(cluster, object)))
+            .await?;
+    for (object, value) in named.iter().zip(found) {
+        if let Some(value) = value {
+            live.insert(object.kind, value);
+        }
+    }
+    Ok(())
+}
+
+/// Every Calico and Kubernetes network policy, replacing what `live` holds of them: the flow
+/// report of a stage whose policies select an endpoint.
+pub async fn observe_policies(cluster: &Cluster, live: &mut LiveState) -> Result<()> {
+    let progress = Progress::start("reading the policies");
+    let (gnps, nps, knps) = tokio::join!(
+        list_calico(cluster, CalicoKind::GlobalNetworkPolicy),
+        list_calico(cluster, CalicoKind::NetworkPolicy),
+        list_k8s_network_policies(cluster),
+    );
+    let (gnps, nps) = (gnps?, nps?);
+    progress.add("policies", gnps.len() + nps.len());
+    live.global_network_policies = gnps;
+    live.network_policies = nps;
+    let k8s_network_policies = warned(knps);
+    live.inventory.k8s_network_policies_unread = k8s_network_policies.is_none();
+    live.inventory.k8s_network_policies = k8s_network_policies.unwrap_or_default();
+    Ok(())
 }
 
 async fn list_calico(cluster: &Cluster, kind: CalicoKind) -> Result<Vec<Value>> {
@@ -156,6 +202,99 @@ async fn list_nodes(cluster: &Cluster, progress: &Progress) -> Result<Vec<Value>
     list_pruned::<NodeFields>(cluster, "/api/v1/nodes", None, "nodes", progress, "nodes").await
 }
 
+/// The nodes `scope` asks for, as far as they can be known before the host endpoints and the
+/// system pods are: of [`NodeScope::Named`], those with a control-plane role label.
+async fn list_scoped_nodes(
+    cluster: &Cluster,
+    scope: NodeScope,
+    progress: &Progress,
+) -> Result<Vec<Value>> {
+    if scope == NodeScope::Every {
+        return list_nodes(cluster, progress).await;
+    }
+    let lists = futures::future::try_join_all(CONTROL_PLANE_ROLE_LABELS.iter().map(|label| {
+        list_pruned::<NodeFields>(
+            cluster,
+            "/api/v1/nodes",
+            Some(label),
+            "nodes",
+            progress,
+            "nodes",
+        )
+    }))
+    .await?;
+    Ok(by_name(lists.into_iter().flatten()))
+}
+
+/// Complete a [`NodeScope::Named`] read once the host endpoints and the system pods are known:
+/// the nodes calico-typha runs on are added, or every node is read where the scope says so.
+async fn complete_named_nodes(
+    cluster: &Cluster,
+    control_plane: Vec<Value>,
+    host_endpoints: &[Value],
+    system_pods: &[Value],
+    progress: &Progress,
+) -> Result<Vec<Value>> {
+    if control_plane.is_empty() || !host_endpoints.is_empty() {
+        return list_nodes(cluster, progress).await;
+    }
+    let known: std::collections::BTreeSet<&str> =
+        control_plane.iter().filter_map(name_of).collect();
+    let mut typha_nodes: Vec<&str> = system_pods
+        .iter()
+        .filter(|p| {
+            p.pointer("/metadata/labels/k8s-app")
+                .and_then(Value::as_str)
+                == Some("calico-typha")
+        })
+        .filter_map(|p| p.pointer("/spec/nodeName").and_then(Value::as_str))
+        .filter(|name| !known.contains(name))
+        .collect();
+    typha_nodes.sort_unstable();
+    typha_nodes.dedup();
+    let fetched =
+        futures::future::try_join_all(typha_nodes.iter().map(|name| get_node(cluster, name)))
+            .await?;
+    Ok(by_name(
+        control_plane
+            .into_iter()
+            .chain(fetched.into_iter().flatten()),
+    ))
+}
+
+async fn get_node(cluster: &Cluster, name: &str) -> Result<Option<Value>> {
+    let target = Target {
+        verb: "get",
+        resource: "nodes".into(),
+        namespace: None,
+        name: Some(name.to_string()),
+    };
+    let node = cluster
+        .api
+        .get(&format!("/api/v1/nodes/{name}"), &target)
+        .await?;
+    Ok(node.map(|node| {
+        let kept: NodeFields = serde_json::from_value(node).unwrap_or(NodeFields {
+            metadata: None,
+            status: None,
+        });
+        serde_json::to_value(kept).expect("plain structs serialise")
+    }))
+}
+
+fn name_of(object: &Value) -> Option<&str> {
+    object.pointer("/metadata/name").and_then(Value::as_str)
+}
+
+/// Objects from several reads, each once, sorted by name as one LIST returns them.
+fn by_name(objects: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let unique: std::collections::BTreeMap<String, Value> = objects
+        .into_iter()
+        .map(|o| (name_of(&o).unwrap_or_default().to_string(), o))
+        .collect();
+    unique.into_values().collect()
+}
+
 async fn list_pod_query(
     cluster: &Cluster,
     query: &PodQuery,
@@ -201,6 +340,24 @@ async fn list_pods(cluster: &Cluster, scope: &PodScope, progress: &Progress) -> 
     Ok(merge_pods(lists.into_iter().flatten()))
 }
 
+/// Whether any of `queries` returns a pod: one item asked of each, at once.
+pub async fn any_pod(cluster: &Cluster, queries: &[PodQuery]) -> Result<bool> {
+    let answers = futures::future::try_join_all(queries.iter().map(|query| {
+        let path = match &query.namespace {
+            Some(namespace) => format!("/api/v1/namespaces/{namespace}/pods"),
+            None => "/api/v1/pods".to_string(),
+        };
+        async move {
+            cluster
+                .api
+                .any(&path, query.label_selector.as_deref(), &core_target("pods"))
+                .await
+        }
+    }))
+    .await?;
+    Ok(answers.into_iter().any(|found| found))
+}
+
 /// `namespace/name`: the key the API server stores and lists pods by.
 fn pod_key(pod: &Value) -> String {
     let at = |pointer| {
@@ -225,11 +382,20 @@ pub async fn observe_pods(cluster: &Cluster, live: &mut LiveState, scope: &PodSc
         return Ok(());
     }
     let progress = Progress::start("reading pods");
-    let pods = list_pods(cluster, scope, &progress).await?;
     let inventory = &mut live.inventory;
     inventory.pods = match scope {
-        PodScope::Every => pods.into(),
-        _ => merge_pods(std::mem::take(&mut inventory.pods).into_iter().chain(pods)).into(),
+        PodScope::Also(queries) => {
+            // The system pods are in `live` already.
+            let lists = futures::future::try_join_all(
+                queries
+                    .iter()
+                    .map(|query| list_pod_query(cluster, query, &progress)),
+            )
+            .await?;
+            let read = lists.into_iter().flatten();
+            merge_pods(std::mem::take(&mut inventory.pods).into_iter().chain(read)).into()
+        }
+        _ => list_pods(cluster, scope, &progress).await?.into(),
     };
     Ok(())
 }
@@ -415,16 +581,16 @@ struct CoreReads {
     namespaces: Vec<Value>,
 }
 
-async fn read_core(cluster: &Cluster, pods: &PodScope, progress: &Progress) -> Result<CoreReads> {
+async fn read_core(cluster: &Cluster, observe: &Observe, progress: &Progress) -> Result<CoreReads> {
     let (nodes, apiserver_endpoint_slices, pods, namespaces) = tokio::try_join!(
-        list_nodes(cluster, progress),
+        list_scoped_nodes(cluster, observe.nodes, progress),
         list_core(
             cluster,
             "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
             Some("kubernetes.io/service-name=kubernetes"),
             "endpointslices.discovery.k8s.io",
         ),
-        list_pods(cluster, pods, progress),
+        list_pods(cluster, &observe.pods, progress),
         list_pruned::<NamespaceFields>(
             cluster,
             "/api/v1/namespaces",
@@ -557,7 +723,7 @@ pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<Live
     let progress = Progress::start("reading the cluster");
     let (mode, core, policies, optional) = tokio::join!(
         calico_api_mode(cluster),
-        read_core(cluster, &observe.pods, &progress),
+        read_core(cluster, observe, &progress),
         read_policies(cluster, observe.policies),
         read_optional(cluster),
     );
@@ -566,19 +732,27 @@ pub async fn fetch_observed(cluster: &Cluster, observe: &Observe) -> Result<Live
         return Err(not_served_error());
     }
     let (core, policies) = (core?, policies?);
+    let system_pods: Vec<Value> = core
+        .pods
+        .iter()
+        .filter(|p| is_system_pod(p))
+        .cloned()
+        .collect();
+    let nodes = match observe.nodes {
+        NodeScope::Every => core.nodes,
+        NodeScope::Named => {
+            let heps = &policies.host_endpoints;
+            complete_named_nodes(cluster, core.nodes, heps, &system_pods, &progress).await?
+        }
+    };
     let k8s_network_policies = warned(policies.k8s_network_policies);
     Ok(LiveState {
         inventory: Inventory {
             calico_api: Some(mode),
             calico_apiserver_service_namespace,
-            nodes: core.nodes,
+            nodes,
             apiserver_endpoint_slices: core.apiserver_endpoint_slices,
-            system_pods: core
-                .pods
-                .iter()
-                .filter(|p| is_system_pod(p))
-                .cloned()
-                .collect(),
+            system_pods: system_pods.into(),
             pods: core.pods.into(),
             ip_pools: warned(policies.ip_pools).flatten(),
             namespaces: core.namespaces,

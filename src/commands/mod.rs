@@ -228,42 +228,49 @@ async fn dispatch(cli: Cli) -> Result<ExitStatus> {
         }
         Command::Completion(_)
         | Command::Rbac
-        | Command::SafetyNet
-        | Command::Localhost
+        | Command::SafetyNet(_)
+        | Command::Localhost(_)
         | Command::IsolateApps(_)
-        | Command::CalicoApiserverToKapi
-        | Command::ControllersToCalicoApiserver
-        | Command::HostsToCalicoApiserver
-        | Command::NodesToKapi
-        | Command::SrcnatToKapi
-        | Command::NodesToTypha
-        | Command::Kubelet
-        | Command::ControllersToKapi
+        | Command::CalicoApiserverToKapi(_)
+        | Command::ControllersToCalicoApiserver(_)
+        | Command::HostsToCalicoApiserver(_)
+        | Command::NodesToKapi(_)
+        | Command::SrcnatToKapi(_)
+        | Command::NodesToTypha(_)
+        | Command::Kubelet(_)
+        | Command::ControllersToKapi(_)
         | Command::Registry(_) => unreachable!("handled above"),
     }
 }
 
 /// The policy stage a command runs, with its flags validated; None for the other commands.
 fn policy_stage(command: &Command) -> Result<Option<(StageId, stage::StageArgs)>> {
-    let plain = |stage| Ok(Some((stage, stage::StageArgs::default())));
+    let plain = |stage, report: &crate::cli::StageReportArgs| {
+        Ok(Some((
+            stage,
+            stage::StageArgs::default().with_report(report),
+        )))
+    };
     match command {
-        Command::SafetyNet => plain(StageId::SafetyNet),
-        Command::Localhost => plain(StageId::Localhost),
+        Command::SafetyNet(report) => plain(StageId::SafetyNet, report),
+        Command::Localhost(report) => plain(StageId::Localhost, report),
         Command::IsolateApps(args) => Ok(Some((
             StageId::IsolateApps,
-            stage::StageArgs::isolate(&args.exclude_namespaces)?,
+            stage::StageArgs::isolate(&args.exclude_namespaces)?.with_report(&args.report),
         ))),
-        Command::CalicoApiserverToKapi => plain(StageId::CalicoApiserverToKapi),
-        Command::ControllersToCalicoApiserver => plain(StageId::ControllersToCalicoApiserver),
-        Command::HostsToCalicoApiserver => plain(StageId::HostsToCalicoApiserver),
-        Command::NodesToKapi => plain(StageId::NodesToKapi),
-        Command::SrcnatToKapi => plain(StageId::SrcnatToKapi),
-        Command::NodesToTypha => plain(StageId::NodesToTypha),
-        Command::Kubelet => plain(StageId::Kubelet),
-        Command::ControllersToKapi => plain(StageId::ControllersToKapi),
+        Command::CalicoApiserverToKapi(report) => plain(StageId::CalicoApiserverToKapi, report),
+        Command::ControllersToCalicoApiserver(report) => {
+            plain(StageId::ControllersToCalicoApiserver, report)
+        }
+        Command::HostsToCalicoApiserver(report) => plain(StageId::HostsToCalicoApiserver, report),
+        Command::NodesToKapi(report) => plain(StageId::NodesToKapi, report),
+        Command::SrcnatToKapi(report) => plain(StageId::SrcnatToKapi, report),
+        Command::NodesToTypha(report) => plain(StageId::NodesToTypha, report),
+        Command::Kubelet(report) => plain(StageId::Kubelet, report),
+        Command::ControllersToKapi(report) => plain(StageId::ControllersToKapi, report),
         Command::Registry(args) => Ok(Some((
             StageId::Registry,
-            stage::StageArgs::registry(&args.ip, &args.port)?,
+            stage::StageArgs::registry(&args.ip, &args.port)?.with_report(&args.report),
         ))),
         _ => Ok(None),
     }

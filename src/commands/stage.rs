@@ -1,15 +1,18 @@
 //! The flow every policy stage shares: detect, render, diff, confirm, apply, report.
 //!
-//! A stage reads the cluster in two steps. First everything but the application pods (the
-//! facts need only Calico's and DNS's own pods); then, once its policies are known, the pods
+//! A stage reads only what it needs, in steps. First the facts: everything but the policies
+//! and the application pods (the facts need only Calico's and DNS's own pods), then its own
+//! objects by name ([`named_objects`]), which is all the plan and the diff need. Then the pods
 //! its flow-change report can be about ([`pods_for_flow_report`]): on a fleet that is usually
-//! none of the tens of thousands of workloads, and the report is still exactly the one a read
-//! of every pod gives.
+//! none of the tens of thousands of workloads. Every other policy is read only when one of the
+//! stage's policies selects an endpoint ([`report_needs_policies`]); otherwise no flow can
+//! change. The report is still exactly the one a read of every pod and policy gives.
 
 use std::collections::HashMap;
 
 use crate::calico::policy::CalicoKind;
-use crate::cluster::inventory::{self, LiveState, Observe, PodQuery, PodScope};
+use crate::cluster::Cluster;
+use crate::cluster::inventory::{self, LiveState, ObjectName, Observe, PodQuery, PodScope};
 use crate::engine::build;
 use crate::engine::eval::{Engine, Failsafe, Tunnels};
 use crate::engine::model::Network;
@@ -31,9 +34,18 @@ use super::transaction::{Question, Transaction, report_applied};
 pub struct StageArgs {
     pub excluded_namespaces: Option<Vec<String>>,
     pub registry: Option<stages::RegistryTarget>,
+    /// `--flows`: evaluate the flow report against every policy.
+    pub flows: bool,
 }
 
 impl StageArgs {
+    pub fn with_report(self, report: &crate::cli::StageReportArgs) -> Self {
+        Self {
+            flows: report.flows,
+            ..self
+        }
+    }
+
     pub fn isolate(list: &str) -> Result<Self> {
         Ok(Self {
             excluded_namespaces: Some(stages::parse_namespace_list(list)?),
@@ -83,6 +95,28 @@ pub fn plan_stage(
     }
 }
 
+/// The objects `stages` write on this cluster, by name: what a stage command reads of the
+/// policies to plan, instead of every policy in the cluster.
+pub fn named_objects(
+    stages: impl IntoIterator<Item = StageId>,
+    facts: &ClusterFacts,
+    options: &StageOptions,
+) -> Vec<ObjectName> {
+    stages
+        .into_iter()
+        .filter_map(|stage| match stages::render(stage, facts, options) {
+            StageRender::Objects(objects) => Some(objects),
+            StageRender::NotApplicable(_) => None,
+        })
+        .flatten()
+        .map(|object| ObjectName {
+            kind: object.kind,
+            namespace: object.namespace,
+            name: object.name,
+        })
+        .collect()
+}
+
 /// A GlobalNetworkPolicy whose namespaceSelector matches more namespaces than this is listed
 /// across all namespaces at once.
 const MAX_NAMESPACE_QUERIES: usize = 4;
@@ -111,25 +145,11 @@ pub fn pods_for_flow_report(
     let Some(changed) = changed_policies(&objects, live) else {
         return PodScope::Every;
     };
-    // Only the endpoints and namespace labels matter for which policy selects what.
-    let engine = Engine::new(
-        build::network(live),
-        Vec::new(),
-        &HashMap::new(),
-        Failsafe::from_facts(&facts.failsafe),
-        Tunnels {
-            vxlan_port: None,
-            ipip: false,
-        },
-        Vec::new(),
-    );
+    let engine = selection_engine(facts, live);
     let net = &engine.network;
     let (dns_key, dns_value) = &facts.dns_label;
     let mut scope = PodScope::System;
-    for policy in &changed {
-        if policy.invalid.is_some() || policy.pre_dnat || policy.do_not_track {
-            continue;
-        }
+    for policy in changed.iter().filter(|p| applies_somewhere(p)) {
         let at_dns_ingress = policy.has_type(true)
             && net.endpoints.iter().any(|ep| {
                 !ep.is_host()
@@ -151,6 +171,79 @@ pub fn pods_for_flow_report(
         }
     }
     scope
+}
+
+/// What the policies a stage writes, and the live ones they replace, can select: as much as
+/// the observation without the other policies and the application pods can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// No host endpoint and no pod: a policy that selects nothing decides no flow, so no
+    /// critical flow can change (the host stages before `enable-hep` made host endpoints).
+    Nothing,
+    /// Only pods these LISTs return, if there are any.
+    PodsOf(Vec<PodQuery>),
+    /// A host endpoint or a Calico or DNS pod.
+    Endpoints,
+}
+
+/// See [`Reach`]. `live` holds the system pods and host endpoints, and of the policies only
+/// the stage's own.
+pub fn reach(
+    stage: StageId,
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> Reach {
+    let StageRender::Objects(objects) = stages::render(stage, facts, options) else {
+        return Reach::Nothing;
+    };
+    let Some(changed) = changed_policies(&objects, live) else {
+        return Reach::Endpoints;
+    };
+    let engine = selection_engine(facts, live);
+    let selects_one = changed
+        .iter()
+        .filter(|p| applies_somewhere(p))
+        .any(|policy| {
+            engine
+                .network
+                .endpoints
+                .iter()
+                .any(|ep| engine.selects(policy, ep))
+        });
+    if selects_one {
+        return Reach::Endpoints;
+    }
+    match pods_for_flow_report(stage, facts, live, options) {
+        PodScope::System => Reach::Nothing,
+        PodScope::Every => Reach::PodsOf(vec![PodQuery {
+            namespace: None,
+            label_selector: None,
+        }]),
+        PodScope::Also(queries) => Reach::PodsOf(queries),
+    }
+}
+
+/// An engine without policies over `live`'s endpoints: only the endpoints and the namespace
+/// labels matter for which policy selects what.
+fn selection_engine(facts: &ClusterFacts, live: &LiveState) -> Engine {
+    Engine::new(
+        build::network(live),
+        Vec::new(),
+        &HashMap::new(),
+        Failsafe::from_facts(&facts.failsafe),
+        Tunnels {
+            vxlan_port: None,
+            ipip: false,
+        },
+        Vec::new(),
+    )
+}
+
+/// Whether the engine evaluates `policy` at all: an invalid policy selects nothing, and preDNAT
+/// and doNotTrack policy is not modelled.
+fn applies_somewhere(policy: &CompiledPolicy) -> bool {
+    policy.invalid.is_none() && !policy.pre_dnat && !policy.do_not_track
 }
 
 /// The policies `objects` write and the live ones they replace, compiled; None when one cannot
@@ -222,12 +315,21 @@ fn check_namespace_flag(ctx: &Context, stage: StageId) -> Result<()> {
 
 pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitStatus> {
     check_namespace_flag(ctx, stage)?;
+    let flows = args.flows;
     let options = args.options(ctx);
     let Observed {
         cluster,
         facts,
         mut live,
-    } = ctx.observe(&Observe::facts()).await?;
+    } = ctx
+        .observe(&match flows {
+            // The report's critical flows start and end at every node.
+            true => Observe::facts_without_policies(),
+            false => Observe::for_stages(),
+        })
+        .await?;
+    let named = named_objects([stage], &facts, &options);
+    inventory::observe_named(&cluster, &mut live, &named).await?;
     let changes = match plan_stage(stage, &facts, &live, &options) {
         StagePlan::NotApplicable(reason) => {
             ctx.printer
@@ -246,10 +348,7 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     }
     let transaction = Transaction::new(ctx, &cluster).recording_version_of(&facts);
     transaction.show(&changes);
-    let pods = pods_for_flow_report(stage, &facts, &live, &options);
-    inventory::observe_pods(&cluster, &mut live, &pods).await?;
-    let changed = super::check::flows_changed_by(&live, &facts, &options, stage);
-    super::check::show_flow_changes(ctx, stage, &changed);
+    show_flow_report(ctx, &cluster, stage, &facts, &mut live, &options, flows).await?;
     transaction.confirm(
         Question::Apply {
             changes: &changes,
@@ -261,6 +360,51 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     report_applied(ctx, &changes, &applied);
     say_next_step(ctx, stage);
     Ok(ExitStatus::Success)
+}
+
+/// The critical flows the stage changes. With `--flows`, every policy and the pods the
+/// stage's policies can select are read, and the report is exact. Without, the stage reads no
+/// more than whether its policies select anything: when they select nothing, no flow changes;
+/// otherwise the report is left to `--flows` or `check --after`, and said so.
+async fn show_flow_report(
+    ctx: &Context,
+    cluster: &Cluster,
+    stage: StageId,
+    facts: &ClusterFacts,
+    live: &mut LiveState,
+    options: &StageOptions,
+    flows: bool,
+) -> Result<()> {
+    if flows {
+        let pods = pods_for_flow_report(stage, facts, live, options);
+        inventory::observe_pods(cluster, live, &pods).await?;
+        inventory::observe_policies(cluster, live).await?;
+        let changed = super::check::flows_changed_by(live, facts, options, stage);
+        super::check::show_flow_changes(ctx, stage, &changed);
+        return Ok(());
+    }
+    let selected = match reach(stage, facts, live, options) {
+        Reach::Nothing => None,
+        Reach::PodsOf(queries) => inventory::any_pod(cluster, &queries)
+            .await?
+            .then_some("pods"),
+        Reach::Endpoints => Some("host endpoints or Calico's or DNS's pods"),
+    };
+    match selected {
+        None => ctx.printer.say_tone(
+            Tone::Dim,
+            &format!(
+                "{stage}: no critical flow changes (its policies select no host endpoint or pod yet)"
+            ),
+        ),
+        Some(what) => ctx.printer.say_tone(
+            Tone::Dim,
+            &format!(
+                "{stage}: its policies select {what}; the critical flows it changes are evaluated with --flows (reads every policy) or `kubectl calico-harden check --after {stage}`"
+            ),
+        ),
+    }
+    Ok(())
 }
 
 fn say_next_step(ctx: &Context, stage: StageId) {
@@ -537,6 +681,57 @@ mod tests {
                     full,
                     "{stage} (host endpoints: {with_heps}), observed {scope:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stage_that_reaches_no_endpoint_changes_no_flow() {
+        for (with_heps, with_host_labelled_pod) in [(false, true), (false, false), (true, true)] {
+            let mut live = cluster(with_heps);
+            if !with_host_labelled_pod {
+                live.inventory.pods = live
+                    .inventory
+                    .pods
+                    .iter()
+                    .filter(|p| p["metadata"]["name"] != "odd")
+                    .cloned()
+                    .collect();
+            }
+            let facts = facts::detect(&live.inventory);
+            let mut unreached = Vec::new();
+            for stage in StageId::policy_stages() {
+                // What the stage command holds when it decides: no policy but its own (none is
+                // live here) and the system pods.
+                let mut before = live.clone();
+                before.inventory.pods = live.inventory.system_pods.clone();
+                before.inventory.k8s_network_policies.clear();
+                let reached = match reach(stage, &facts, &before, &options()) {
+                    Reach::Nothing => false,
+                    // What `any_pod` asks the server: does a query return a pod.
+                    Reach::PodsOf(queries) => {
+                        let read = observed(&live, &PodScope::Also(queries));
+                        read.inventory.pods.len() > read.inventory.system_pods.len()
+                    }
+                    Reach::Endpoints => true,
+                };
+                if !reached {
+                    assert_eq!(report(&live, &facts, stage), json!([]), "{stage}");
+                    unreached.push(stage);
+                }
+            }
+            // The host stages' policies select nothing before host endpoints exist, unless a
+            // pod carries the label their host selector looks for.
+            let host_stages = vec![
+                StageId::Localhost,
+                StageId::HostsToCalicoApiserver,
+                StageId::NodesToKapi,
+                StageId::NodesToTypha,
+                StageId::Kubelet,
+            ];
+            match (with_heps, with_host_labelled_pod) {
+                (false, false) => assert_eq!(unreached, host_stages),
+                _ => assert_eq!(unreached, Vec::<StageId>::new(), "{with_heps}"),
             }
         }
     }

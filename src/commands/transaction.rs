@@ -151,12 +151,30 @@ impl<'a> Transaction<'a> {
         let mut recorder = store.begin(prepared?).await?;
         let abort_after = abort_after_writes();
         let mut results = Vec::new();
+        // The write before, not yet recorded: its record goes out together with the next write.
+        let mut unrecorded: Option<(usize, Option<serde_json::Value>)> = None;
         for (index, change) in changes.iter().enumerate() {
             progress.set_detail(&format!("{index}/{} changes", changes.len()));
             if crate::interrupt::requested() {
+                if let Some((done, result)) = unrecorded.take() {
+                    recorder.mark_written(done, result);
+                }
                 return Err(interrupted(&mut recorder, index, changes.len()).await);
             }
-            let result = match writer.apply(change).await {
+            let previous = unrecorded.take();
+            let previous_index = previous.as_ref().map(|(done, _)| *done);
+            let (written, recorded) = tokio::join!(
+                writer.apply(change),
+                record_written(&mut recorder, previous)
+            );
+            if let (Err(err), Some(done)) = (recorded, previous_index) {
+                let also = written.ok().map(|result| {
+                    recorder.mark_written(index, result);
+                    change
+                });
+                return Err(record_failed(&mut recorder, &changes[done], also, err).await);
+            }
+            let result = match written {
                 Ok(result) => result,
                 Err(err) => return Err(write_failed(&mut recorder, index, change, err).await),
             };
@@ -164,16 +182,31 @@ impl<'a> Transaction<'a> {
                 // Dies between a write and its record, the worst moment for the journal.
                 std::process::abort();
             }
-            if let Err(err) = recorder.record(index, result.clone()).await {
-                return Err(record_failed(&mut recorder, change, err).await);
-            }
+            unrecorded = Some((index, result.clone()));
             results.push(result);
+        }
+        // The last write is recorded by the patch that completes the revision.
+        if let Some((done, result)) = unrecorded {
+            recorder.mark_written(done, result);
         }
         recorder.finish(RevisionState::Complete, None).await?;
         Ok(Applied {
             results,
             revision: Some(recorder.revision.revision),
         })
+    }
+}
+
+/// Record a write while the next one is on its way: one round trip per change instead of two.
+/// A crash between a write and its record leaves what it always left, an object the revision
+/// names as planned but not applied, which `rollback` finds by comparing it with the live one.
+async fn record_written(
+    recorder: &mut Recorder<'_>,
+    written: Option<(usize, Option<serde_json::Value>)>,
+) -> Result<()> {
+    match written {
+        Some((index, result)) => recorder.record(index, result).await,
+        None => Ok(()),
     }
 }
 
@@ -227,15 +260,23 @@ async fn write_failed(
     err.with_hint(&undo_hint)
 }
 
-async fn record_failed(recorder: &mut Recorder<'_>, change: &Change, err: Error) -> Error {
-    let message = format!(
-        "{} was written but could not be recorded: {err}",
-        change.display_name()
-    );
+/// The record of `change` failed; `also` was written alongside it and is not recorded either.
+async fn record_failed(
+    recorder: &mut Recorder<'_>,
+    change: &Change,
+    also: Option<&Change>,
+    err: Error,
+) -> Error {
+    let written = match also {
+        Some(next) => format!("{} and {} were", change.display_name(), next.display_name()),
+        None => format!("{} was", change.display_name()),
+    };
+    let message = format!("{written} written but could not be recorded: {err}");
     let _ = recorder.finish(RevisionState::Failed, Some(message)).await;
     err.with_hint(&format!(
-        "revision {} may miss this object; `kubectl calico-harden rollback` still finds it by comparing the live object",
-        recorder.revision.revision
+        "revision {} may miss {}; `kubectl calico-harden rollback` still finds what was written by comparing the live objects",
+        recorder.revision.revision,
+        if also.is_some() { "these objects" } else { "this object" }
     ))
 }
 

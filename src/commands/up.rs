@@ -2,7 +2,7 @@
 //! only when asked (--lockdown or --through lockdown), after enabling host endpoints.
 
 use crate::cli::{DryRun, EnableHepArgs, UpArgs};
-use crate::cluster::inventory::{LiveState, Observe};
+use crate::cluster::inventory::{self, LiveState, Observe};
 use crate::error::{Error, Result};
 use crate::exit::ExitStatus;
 use crate::facts::ClusterFacts;
@@ -39,13 +39,16 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     let wants_lockdown = args.lockdown || through == StageId::Lockdown;
     let wants_hep = wants_lockdown || through == StageId::EnableHep;
 
-    // The allow stages' changes come from the facts and the live policies; enable-hep and
-    // lockdown read what they need themselves.
+    // The allow stages' changes come from the facts and their own objects, read by name (not
+    // every policy of the fleet); enable-hep and lockdown read what they need themselves.
     let Observed {
         cluster,
         facts,
-        live,
-    } = ctx.observe(&Observe::facts()).await?;
+        mut live,
+    } = ctx.observe(&Observe::for_stages()).await?;
+    let stages = StageId::policy_stages().filter(|s| *s <= through);
+    let named = super::stage::named_objects(stages, &facts, &options);
+    inventory::observe_named(&cluster, &mut live, &named).await?;
     if args.staged {
         super::staged::require_support(
             ctx,

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -311,13 +312,13 @@ pub fn policies(live: &LiveState, notes: &mut Vec<String>) -> Vec<CompiledPolicy
 
 /// The engine for a cluster state.
 pub fn engine(live: &LiveState, facts: &ClusterFacts) -> Engine {
-    engine_over(network(live), live, facts)
+    engine_over(Arc::new(network(live)), live, facts)
 }
 
 /// The engine for a cluster state whose [`network`] is already built: a state that differs
 /// from another only in its policies has the same network, and at fleet scale building it
 /// again from every pod costs as much as the rest of the report.
-pub fn engine_over(network: Network, live: &LiveState, facts: &ClusterFacts) -> Engine {
+pub fn engine_over(network: Arc<Network>, live: &LiveState, facts: &ClusterFacts) -> Engine {
     let mut notes = Vec::new();
     let policies = policies(live, &mut notes);
     let tunnels = tunnels(

@@ -9,6 +9,7 @@
 //! peer of the flow.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -313,7 +314,9 @@ enum Outcome {
 }
 
 pub struct Engine {
-    pub network: Network,
+    /// Shared between the engines of one observation's now and after views (a stage that
+    /// changes only policies): at fleet scale it is most of an engine's memory.
+    pub network: Arc<Network>,
     /// Sorted in evaluation order: tier order, policy order (none last), name.
     pub policies: Vec<CompiledPolicy>,
     pub tiers: Vec<TierInfo>,
@@ -407,7 +410,7 @@ impl Engine {
     /// Deny); a policy in a tier not among them is placed just before `default` and a note says
     /// so.
     pub fn new(
-        network: Network,
+        network: impl Into<Arc<Network>>,
         policies: Vec<CompiledPolicy>,
         tiers: &HashMap<String, TierSettings>,
         failsafe: Failsafe,
@@ -430,7 +433,7 @@ impl Engine {
         }
 
         let mut engine = Engine {
-            network,
+            network: network.into(),
             policies,
             tiers,
             failsafe,

@@ -290,11 +290,17 @@ impl Recorder<'_> {
 
     /// Object `index` was written; `result` is what the server returned.
     pub async fn record(&mut self, index: usize, result: Option<Value>) -> Result<()> {
+        self.mark_written(index, result);
+        self.store().patch(&self.revision).await
+    }
+
+    /// Note that object `index` was written without storing it yet: the next patch
+    /// ([`Self::record`] or [`Self::finish`]) carries it.
+    pub fn mark_written(&mut self, index: usize, result: Option<Value>) {
         if let Some(object) = self.revision.objects.get_mut(index) {
             object.applied = true;
             object.after = result;
         }
-        self.store().patch(&self.revision).await
     }
 
     pub async fn finish(&mut self, state: RevisionState, message: Option<String>) -> Result<()> {

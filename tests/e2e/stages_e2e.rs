@@ -899,3 +899,123 @@ fn plan_finds_calico_apiserver_through_its_apiservice_when_its_pods_are_not_visi
         text.stdout
     );
 }
+
+/// The request (as `-vv` logs it) that lists every node, not only the labelled ones.
+const EVERY_NODE: &str = "uri=\"/api/v1/nodes?limit=500\"";
+
+/// What a stage's flow report says with `--flows`, from `check --after STAGE`'s changed flows.
+fn expected_flow_report(c: &ClusterGuard, stage: &str) -> String {
+    let check = get_check_after(c, stage);
+    let changed = check["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["after"]["allowed"] != f["now"]["allowed"])
+        .count();
+    match changed {
+        0 => format!("{stage}: no critical flow changes"),
+        n => format!("{stage} changes {n} critical flow(s):"),
+    }
+}
+
+fn get_check_after(c: &ClusterGuard, stage: &str) -> Value {
+    // check exits 1 when a critical flow is denied; its JSON is the same either way.
+    let run = calico_harden(c, &["check", "--after", stage, "-o", "json"]);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+#[test]
+fn a_stage_reads_its_own_objects_and_evaluates_flows_only_when_they_can_change_or_asked() {
+    let c = harness::cluster(Seed::Lab);
+    // Before host endpoints exist a host stage's policies select nothing: no flow can change,
+    // and neither the other policies nor the nodes without a control-plane role are read.
+    let localhost = ok(&c, &["localhost", "--yes", "-vv"]);
+    assert!(
+        localhost.stderr.contains(
+            "localhost: no critical flow changes (its policies select no host endpoint or pod yet)"
+        ),
+        "{}",
+        localhost.stderr
+    );
+    for unread in [
+        "/apis/projectcalico.org/v3/globalnetworkpolicies?",
+        EVERY_NODE,
+    ] {
+        assert!(
+            !localhost.stderr.contains(unread),
+            "read {unread}:\n{}",
+            localhost.stderr
+        );
+    }
+    assert!(
+        localhost.stderr.contains(
+            "/apis/projectcalico.org/v3/globalnetworkpolicies/allow-containers-access-to-localhost"
+        ),
+        "{}",
+        localhost.stderr
+    );
+
+    // A stage whose policies select Calico's pods says how to see its report; with --flows the
+    // report is the one `check --after` gives.
+    for stage in ["calico-apiserver-to-kapi", "safety-net"] {
+        let plain = ok(&c, &[stage, "--dry-run=client"]);
+        assert!(
+            plain.stderr.contains(&format!(
+                "the critical flows it changes are evaluated with --flows (reads every policy) or `kubectl calico-harden check --after {stage}`"
+            )),
+            "{}",
+            plain.stderr
+        );
+        let with_flows = ok(&c, &[stage, "--dry-run=client", "--flows"]);
+        let expected = expected_flow_report(&c, stage);
+        assert!(
+            with_flows.stderr.contains(&expected),
+            "{expected}:\n{}",
+            with_flows.stderr
+        );
+    }
+
+    // Once host endpoints exist, every node is read (each endpoint polices its node), and a
+    // host stage says its policies select them.
+    ok(&c, &["enable-hep", "--wait", "--yes"]);
+    let kubelet = ok(&c, &["kubelet", "--dry-run=client", "-vv"]);
+    assert!(
+        kubelet.stderr.contains("/api/v1/nodes?limit"),
+        "{}",
+        kubelet.stderr
+    );
+    assert!(
+        kubelet
+            .stderr
+            .contains("kubelet: its policies select host endpoints"),
+        "{}",
+        kubelet.stderr
+    );
+    c.reset(Seed::Lab);
+}
+
+#[test]
+fn without_a_control_plane_role_label_a_stage_reads_every_node_and_finds_the_control_plane_by_address()
+ {
+    let c = harness::cluster(Seed::Lab);
+    c.kubectl_ok(&[
+        "label",
+        "node",
+        "control",
+        "node-role.kubernetes.io/control-plane-",
+        "node-role.kubernetes.io/master-",
+    ]);
+    let run = ok(
+        &c,
+        &["nodes-to-kapi", "--dry-run=client", "-o", "json", "-vv"],
+    );
+    assert!(run.stderr.contains(EVERY_NODE), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("kubernetes.io/hostname == \\\"control\\\""),
+        "{}",
+        run.stdout
+    );
+    c.reset(Seed::Lab);
+}
