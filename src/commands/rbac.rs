@@ -19,7 +19,8 @@ use crate::ui::Printer;
 /// reads (tiers, ClusterInformation and the operator's Installation for the Calico version,
 /// ValidatingWebhookConfigurations for Calico's admission webhooks, the staged policies, and the
 /// Service `whisker` with its proxy for the soak gate's flow logs) degrade with a warning that
-/// names them when a rule is missing.
+/// names them when a rule is missing. A stage command gets the nodes calico-typha runs on by
+/// name (it lists only the control-plane nodes, not the fleet).
 pub fn cluster_role() -> serde_json::Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -30,6 +31,7 @@ pub fn cluster_role() -> serde_json::Value {
         },
         "rules": [
             {"apiGroups": [""], "resources": ["nodes", "namespaces", "pods"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
             {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"], "verbs": ["get"]},

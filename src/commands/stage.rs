@@ -139,11 +139,10 @@ pub fn pods_for_flow_report(
     live: &LiveState,
     options: &StageOptions,
 ) -> PodScope {
-    let StageRender::Objects(objects) = stages::render(stage, facts, options) else {
-        return PodScope::System;
-    };
-    let Some(changed) = changed_policies(&objects, live) else {
-        return PodScope::Every;
+    let changed = match stage_policies(stage, facts, live, options) {
+        StagePolicies::None => return PodScope::System,
+        StagePolicies::Unreadable => return PodScope::Every,
+        StagePolicies::Changed(changed) => changed,
     };
     let engine = selection_engine(facts, live);
     let net = &engine.network;
@@ -194,11 +193,10 @@ pub fn reach(
     live: &LiveState,
     options: &StageOptions,
 ) -> Reach {
-    let StageRender::Objects(objects) = stages::render(stage, facts, options) else {
-        return Reach::Nothing;
-    };
-    let Some(changed) = changed_policies(&objects, live) else {
-        return Reach::Endpoints;
+    let changed = match stage_policies(stage, facts, live, options) {
+        StagePolicies::None => return Reach::Nothing,
+        StagePolicies::Unreadable => return Reach::Endpoints,
+        StagePolicies::Changed(changed) => changed,
     };
     let engine = selection_engine(facts, live);
     let selects_one = changed
@@ -244,6 +242,31 @@ fn selection_engine(facts: &ClusterFacts, live: &LiveState) -> Engine {
 /// and doNotTrack policy is not modelled.
 fn applies_somewhere(policy: &CompiledPolicy) -> bool {
     policy.invalid.is_none() && !policy.pre_dnat && !policy.do_not_track
+}
+
+/// The policies a stage writes and the live ones they replace.
+enum StagePolicies {
+    /// The stage does not apply here.
+    None,
+    /// One cannot be compiled: the engine leaves it out, and whether that changes a flow is for
+    /// the report over every pod to say.
+    Unreadable,
+    Changed(Vec<CompiledPolicy>),
+}
+
+fn stage_policies(
+    stage: StageId,
+    facts: &ClusterFacts,
+    live: &LiveState,
+    options: &StageOptions,
+) -> StagePolicies {
+    match stages::render(stage, facts, options) {
+        StageRender::NotApplicable(_) => StagePolicies::None,
+        StageRender::Objects(objects) => match changed_policies(&objects, live) {
+            Some(changed) => StagePolicies::Changed(changed),
+            None => StagePolicies::Unreadable,
+        },
+    }
 }
 
 /// The policies `objects` write and the live ones they replace, compiled; None when one cannot
