@@ -39,27 +39,23 @@ async fn calico_api_mode(cluster: &Cluster) -> Result<(CalicoApiMode, Option<Str
         namespace: None,
         name: None,
     };
-    if cluster
-        .api
-        .get("/apis/projectcalico.org/v3", &discovery)
-        .await?
-        .is_none()
-    {
-        return Ok((CalicoApiMode::NotServed, None));
-    }
     let apiservice = Target {
         verb: "get",
         resource: "apiservices.apiregistration.k8s.io".into(),
         namespace: None,
         name: Some("v3.projectcalico.org".into()),
     };
-    let registration = cluster
-        .api
-        .get(
+    // Both at once: the APIService only matters when the group is served.
+    let (served, registration) = tokio::join!(
+        cluster.api.get("/apis/projectcalico.org/v3", &discovery),
+        cluster.api.get(
             "/apis/apiregistration.k8s.io/v1/apiservices/v3.projectcalico.org",
             &apiservice,
-        )
-        .await;
+        ),
+    );
+    if served?.is_none() {
+        return Ok((CalicoApiMode::NotServed, None));
+    }
     Ok(match registration {
         // A CRD-backed group gets a local APIService (no spec.service).
         Ok(Some(service))

@@ -369,9 +369,15 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
         say_next_step(ctx, stage);
         return Ok(ExitStatus::Success);
     }
-    let transaction = Transaction::new(ctx, &cluster).recording_version_of(&facts);
+    let mut transaction = Transaction::new(ctx, &cluster).recording_version_of(&facts);
     transaction.show(&changes);
-    show_flow_report(ctx, &cluster, stage, &facts, &mut live, &options, flows).await?;
+    // The permission checks and the history's read go out with the report's reads.
+    let (reported, checked) = tokio::join!(
+        show_flow_report(ctx, &cluster, stage, &facts, &mut live, &options, flows),
+        transaction.check_ahead(&changes),
+    );
+    reported?;
+    checked?;
     transaction.confirm(
         Question::Apply {
             changes: &changes,

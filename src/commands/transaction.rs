@@ -14,7 +14,7 @@ use crate::cluster::access::{self, Permission};
 use crate::cluster::write::Writer;
 use crate::error::{Error, Result};
 use crate::facts::ClusterFacts;
-use crate::journal::store::{KnownVersion, Recorder};
+use crate::journal::store::{KnownVersion, Prepared, Recorder};
 use crate::journal::{Revision, RevisionState};
 use crate::plan::{Change, ChangeKind};
 use crate::ui::diff;
@@ -41,6 +41,9 @@ pub struct Transaction<'a> {
     rolled_back: Vec<Revision>,
     /// The Calico release the revision records, when the observation already read it.
     calico_version: KnownVersion,
+    /// The permission checks passed and the history read ahead of the question
+    /// ([`Transaction::check_ahead`]).
+    prepared: Option<Prepared>,
 }
 
 /// What the operator is asked before anything is written.
@@ -69,7 +72,18 @@ impl<'a> Transaction<'a> {
             undoes: Vec::new(),
             rolled_back: Vec::new(),
             calico_version: KnownVersion::Unknown,
+            prepared: None,
         }
+    }
+
+    /// Check the permissions `changes` need and read the history their revision joins, before
+    /// the operator is asked: a refused permission then stops the command before the question,
+    /// and the commit does not wait for them. Dry runs check at the commit, as before.
+    pub async fn check_ahead(&mut self, changes: &[Change]) -> Result<()> {
+        if self.ctx.dry_run == DryRun::None {
+            self.prepared = Some(self.prepare(changes).await?);
+        }
+        Ok(())
     }
 
     /// A transaction whose revision records the Calico release the command's observation
@@ -107,7 +121,7 @@ impl<'a> Transaction<'a> {
     }
 
     /// Write `changes` journaled (a dry run: unjournaled), then mark the undone revisions.
-    pub async fn commit(self, changes: &[Change]) -> Result<Applied> {
+    pub async fn commit(mut self, changes: &[Change]) -> Result<Applied> {
         let (ctx, cluster) = (self.ctx, self.cluster);
         let writer = Writer::new(cluster, ctx.dry_run);
         let progress = Progress::start("writing");
@@ -128,73 +142,95 @@ impl<'a> Transaction<'a> {
     }
 
     async fn write_journaled(
-        &self,
+        &mut self,
         writer: &Writer<'_>,
         progress: &Progress,
         changes: &[Change],
     ) -> Result<Applied> {
         crate::interrupt::watch();
-        let undoes = self.undoes.clone();
-        let store = self.ctx.store(self.cluster);
-        // The permission checks and the journal's reads at once; the revision is created only
-        // once the checks pass, and a refused permission is the error shown.
-        let (allowed, prepared) = tokio::join!(
-            access::require(self.cluster, needed_permissions(self.ctx, changes)),
-            store.prepare(
-                &self.ctx.command_line,
-                changes,
-                undoes,
-                self.calico_version.clone()
-            ),
-        );
-        allowed?;
-        let mut recorder = store.begin(prepared?).await?;
-        let abort_after = abort_after_writes();
-        let mut results = Vec::new();
-        // The write before, not yet recorded: its record goes out together with the next write.
-        let mut unrecorded: Option<(usize, Option<serde_json::Value>)> = None;
-        for (index, change) in changes.iter().enumerate() {
-            progress.set_detail(&format!("{index}/{} changes", changes.len()));
-            if crate::interrupt::requested() {
-                if let Some((done, result)) = unrecorded.take() {
-                    recorder.mark_written(done, result);
-                }
-                return Err(interrupted(&mut recorder, index, changes.len()).await);
-            }
-            let previous = unrecorded.take();
-            let previous_index = previous.as_ref().map(|(done, _)| *done);
-            let (written, recorded) = tokio::join!(
-                writer.apply(change),
-                record_written(&mut recorder, previous)
-            );
-            if let (Err(err), Some(done)) = (recorded, previous_index) {
-                let also = written.ok().map(|result| {
-                    recorder.mark_written(index, result);
-                    change
-                });
-                return Err(record_failed(&mut recorder, &changes[done], also, err).await);
-            }
-            let result = match written {
-                Ok(result) => result,
-                Err(err) => return Err(write_failed(&mut recorder, index, change, err).await),
-            };
-            if abort_after == Some(index + 1) {
-                // Dies between a write and its record, the worst moment for the journal.
-                std::process::abort();
-            }
-            unrecorded = Some((index, result.clone()));
-            results.push(result);
-        }
-        // The last write is recorded by the patch that completes the revision.
-        if let Some((done, result)) = unrecorded {
-            recorder.mark_written(done, result);
-        }
+        let mut recorder = self.begin_revision(changes).await?;
+        let results = write_recorded(writer, progress, &mut recorder, changes).await?;
         recorder.finish(RevisionState::Complete, None).await?;
         Ok(Applied {
             results,
             revision: Some(recorder.revision.revision),
         })
     }
+
+    /// The pending revision of `changes`, stored before the first write.
+    async fn begin_revision(&mut self, changes: &[Change]) -> Result<Recorder<'a>> {
+        let prepared = match self.prepared.take() {
+            Some(prepared) => prepared,
+            None => self.prepare(changes).await?,
+        };
+        self.ctx.store(self.cluster).begin(prepared).await
+    }
+
+    /// The permission checks and the journal's reads at once; the revision can be created only
+    /// once the checks pass, and a refused permission is the error shown.
+    async fn prepare(&self, changes: &[Change]) -> Result<Prepared> {
+        let store = self.ctx.store(self.cluster);
+        let (allowed, prepared) = tokio::join!(
+            access::require(self.cluster, needed_permissions(self.ctx, changes)),
+            store.prepare(
+                &self.ctx.command_line,
+                changes,
+                self.undoes.clone(),
+                self.calico_version.clone()
+            ),
+        );
+        allowed?;
+        prepared
+    }
+}
+
+/// Write `changes` in order, each recorded in `recorder`'s revision; on a failure or Ctrl-C the
+/// revision is marked failed with how far it got.
+async fn write_recorded(
+    writer: &Writer<'_>,
+    progress: &Progress,
+    recorder: &mut Recorder<'_>,
+    changes: &[Change],
+) -> Result<Vec<Option<serde_json::Value>>> {
+    let abort_after = abort_after_writes();
+    let mut results = Vec::new();
+    // The write before, not yet recorded: its record goes out together with the next write.
+    let mut unrecorded: Option<(usize, Option<serde_json::Value>)> = None;
+    for (index, change) in changes.iter().enumerate() {
+        progress.set_detail(&format!("{index}/{} changes", changes.len()));
+        if crate::interrupt::requested() {
+            if let Some((done, result)) = unrecorded.take() {
+                recorder.mark_written(done, result);
+            }
+            return Err(interrupted(recorder, index, changes.len()).await);
+        }
+        let previous = unrecorded.take();
+        let previous_index = previous.as_ref().map(|(done, _)| *done);
+        let (written, recorded) =
+            tokio::join!(writer.apply(change), record_written(recorder, previous));
+        if let (Err(err), Some(done)) = (recorded, previous_index) {
+            let also = written.ok().map(|result| {
+                recorder.mark_written(index, result);
+                change
+            });
+            return Err(record_failed(recorder, &changes[done], also, err).await);
+        }
+        let result = match written {
+            Ok(result) => result,
+            Err(err) => return Err(write_failed(recorder, index, change, err).await),
+        };
+        if abort_after == Some(index + 1) {
+            // Dies between a write and its record, the worst moment for the journal.
+            std::process::abort();
+        }
+        unrecorded = Some((index, result.clone()));
+        results.push(result);
+    }
+    // The last write is recorded by the patch that completes the revision.
+    if let Some((done, result)) = unrecorded {
+        recorder.mark_written(done, result);
+    }
+    Ok(results)
 }
 
 /// Record a write while the next one is on its way: one round trip per change instead of two.

@@ -39,16 +39,11 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
     let wants_lockdown = args.lockdown || through == StageId::Lockdown;
     let wants_hep = wants_lockdown || through == StageId::EnableHep;
 
-    // The allow stages' changes come from the facts and their own objects, read by name (not
-    // every policy of the fleet); enable-hep and lockdown read what they need themselves.
     let Observed {
         cluster,
         facts,
-        mut live,
-    } = ctx.observe(&Observe::for_stages()).await?;
-    let stages = StageId::policy_stages().filter(|s| *s <= through);
-    let named = super::stage::named_objects(stages, &facts, &options);
-    inventory::observe_named(&cluster, &mut live, &named).await?;
+        live,
+    } = observe_stages(ctx, through, &options).await?;
     if args.staged {
         super::staged::require_support(
             ctx,
@@ -86,6 +81,20 @@ pub async fn run(ctx: &Context, args: &UpArgs) -> Result<ExitStatus> {
         ctx.printer.say_tone(Tone::Dim, next);
     }
     Ok(ExitStatus::Success)
+}
+
+/// The allow stages' changes come from the facts and their own objects, read by name (not
+/// every policy of the fleet); enable-hep and lockdown read what they need themselves.
+async fn observe_stages(
+    ctx: &Context,
+    through: StageId,
+    options: &StageOptions,
+) -> Result<Observed> {
+    let mut observed = ctx.observe(&Observe::for_stages()).await?;
+    let stages = StageId::policy_stages().filter(|s| *s <= through);
+    let named = super::stage::named_objects(stages, &observed.facts, options);
+    inventory::observe_named(&observed.cluster, &mut observed.live, &named).await?;
+    Ok(observed)
 }
 
 /// The changes of every selected policy stage, each stage shown and confirmed in turn.
