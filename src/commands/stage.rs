@@ -1,12 +1,12 @@
 //! The flow every policy stage shares: detect, render, diff, confirm, apply, report.
 //!
-//! A stage reads only what it needs, in steps. First the facts: everything but the policies
-//! and the application pods (the facts need only Calico's and DNS's own pods), then its own
-//! objects by name ([`named_objects`]), which is all the plan and the diff need. Then the pods
-//! its flow-change report can be about ([`pods_for_flow_report`]): on a fleet that is usually
-//! none of the tens of thousands of workloads. Every other policy is read only when one of the
-//! stage's policies selects an endpoint ([`report_needs_policies`]); otherwise no flow can
-//! change. The report is still exactly the one a read of every pod and policy gives.
+//! A stage reads only what it plans from: the facts without any policy and with only the nodes
+//! its policies name (`Observe::for_stages`), then its own objects by name ([`named_objects`]).
+//! Its flow-change report needs more only when a flow can change: [`reach`] tells from the
+//! host endpoints, the system pods and one-item pod LISTs whether its policies select anything;
+//! when they select nothing, no flow changes. Otherwise the exact report (every policy, and the
+//! pods [`pods_for_flow_report`] names) is read with `--flows`; it is the one a read of every
+//! pod and policy gives.
 
 use std::collections::HashMap;
 
@@ -351,8 +351,7 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
             false => Observe::for_stages(),
         })
         .await?;
-    let named = named_objects([stage], &facts, &options);
-    inventory::observe_named(&cluster, &mut live, &named).await?;
+    let asked = observe_own_objects(&cluster, stage, &facts, &mut live, &options, flows).await?;
     let changes = match plan_stage(stage, &facts, &live, &options) {
         StagePlan::NotApplicable(reason) => {
             ctx.printer
@@ -373,7 +372,15 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     transaction.show(&changes);
     // The permission checks and the history's read go out with the report's reads.
     let (reported, checked) = tokio::join!(
-        show_flow_report(ctx, &cluster, stage, &facts, &mut live, &options, flows),
+        show_flow_report(
+            ctx,
+            &cluster,
+            stage,
+            &facts,
+            &mut live,
+            &options,
+            (flows, asked)
+        ),
         transaction.check_ahead(&changes),
     );
     reported?;
@@ -391,6 +398,36 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     Ok(ExitStatus::Success)
 }
 
+/// Whether the pods a stage's policies can select exist, as asked before the live objects
+/// they replace were known.
+type PodsAsked = Option<(Reach, bool)>;
+
+/// Read the stage's own objects by name and, at the same time (without `--flows`), ask whether
+/// pods its policies can select exist: [`show_flow_report`] asks again only when the objects
+/// they replace change the answer.
+async fn observe_own_objects(
+    cluster: &Cluster,
+    stage: StageId,
+    facts: &ClusterFacts,
+    live: &mut LiveState,
+    options: &StageOptions,
+    flows: bool,
+) -> Result<PodsAsked> {
+    let named = named_objects([stage], facts, options);
+    let early = reach(stage, facts, live, options);
+    let ask = async {
+        match &early {
+            Reach::PodsOf(queries) if !flows => {
+                inventory::any_pod(cluster, queries).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    };
+    let (read, found) = tokio::join!(inventory::observe_named(cluster, live, &named), ask);
+    read?;
+    Ok(found?.map(|found| (early, found)))
+}
+
 /// The critical flows the stage changes. With `--flows`, every policy and the pods the
 /// stage's policies can select are read, and the report is exact. Without, the stage reads no
 /// more than whether its policies select anything: when they select nothing, no flow changes;
@@ -402,7 +439,7 @@ async fn show_flow_report(
     facts: &ClusterFacts,
     live: &mut LiveState,
     options: &StageOptions,
-    flows: bool,
+    (flows, asked): (bool, PodsAsked),
 ) -> Result<()> {
     if flows {
         let pods = pods_for_flow_report(stage, facts, live, options);
@@ -414,9 +451,11 @@ async fn show_flow_report(
     }
     let selected = match reach(stage, facts, live, options) {
         Reach::Nothing => None,
-        Reach::PodsOf(queries) => inventory::any_pod(cluster, &queries)
-            .await?
-            .then_some("pods"),
+        Reach::PodsOf(queries) => match asked {
+            Some((Reach::PodsOf(asked), found)) if asked == queries => found,
+            _ => inventory::any_pod(cluster, &queries).await?,
+        }
+        .then_some("pods"),
         Reach::Endpoints => Some("host endpoints or Calico's or DNS's pods"),
     };
     match selected {
