@@ -278,7 +278,9 @@ fn main() {
     stages.push(summarize("enable-hep --yes", &runs.enable_hep));
     let check = summarize("check -o json (every pod)", &runs.check);
     print_table(&kubectl_plan, &plan, &stages, &kubectl_full, &check, rounds);
-    c.reset(Seed::Lab);
+    // No reset here: the control plane ends with this process, and whoever takes it next
+    // resets it first (at this scale a reset can outlast its deadline while
+    // calico-kube-controllers lists every pod again).
 }
 
 fn print_table(

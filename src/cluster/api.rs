@@ -14,7 +14,9 @@ use crate::calico::policy::{API_VERSION, CalicoKind};
 use crate::error::{Error, Result};
 
 const MAX_ATTEMPTS: u32 = 5;
-const LIST_PAGE_SIZE: u32 = 500;
+// Pages of a thousand: a fleet of a few thousand nodes in a few round trips, and a page of
+// even large objects (nodes with their image lists) is a few MiB of text at a time.
+const LIST_PAGE_SIZE: u32 = 1000;
 
 #[derive(Clone)]
 pub struct Api {
