@@ -234,7 +234,6 @@ fn lost_flows(report: &FlowReport) -> String {
 
 /// The critical flows whose verdict `stage` would change, for a stage command to show before
 /// it asks. Empty when nothing changes.
-#[allow(dead_code, reason = "for the stage commands to show before they ask")]
 pub fn flows_changed_by(
     live: &LiveState,
     facts: &ClusterFacts,
@@ -245,7 +244,6 @@ pub fn flows_changed_by(
 }
 
 /// Show the flows a stage changes (see [`flows_changed_by`]); returns how many would be lost.
-#[allow(dead_code, reason = "for the stage commands to show before they ask")]
 pub fn show_flow_changes(ctx: &Context, stage: StageId, changed: &[FlowOutcome]) -> usize {
     if changed.is_empty() {
         ctx.printer

@@ -351,7 +351,7 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
             false => Observe::for_stages(),
         })
         .await?;
-    let asked = observe_own_objects(&cluster, stage, &facts, &mut live, &options, flows).await?;
+    let report = observe_own_objects(&cluster, stage, &facts, &mut live, &options, flows).await?;
     let changes = match plan_stage(stage, &facts, &live, &options) {
         StagePlan::NotApplicable(reason) => {
             ctx.printer
@@ -372,15 +372,7 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     transaction.show(&changes);
     // The permission checks and the history's read go out with the report's reads.
     let (reported, checked) = tokio::join!(
-        show_flow_report(
-            ctx,
-            &cluster,
-            stage,
-            &facts,
-            &mut live,
-            &options,
-            (flows, asked)
-        ),
+        show_flow_report(ctx, &cluster, stage, &facts, &mut live, &options, report),
         transaction.check_ahead(&changes),
     );
     reported?;
@@ -398,13 +390,19 @@ pub async fn run(ctx: &Context, stage: StageId, args: StageArgs) -> Result<ExitS
     Ok(ExitStatus::Success)
 }
 
-/// Whether the pods a stage's policies can select exist, as asked before the live objects
-/// they replace were known.
-type PodsAsked = Option<(Reach, bool)>;
+/// How a stage reports the critical flows it changes.
+enum FlowReport {
+    /// `--flows`: against every policy and the pods the stage's policies can select.
+    Exact,
+    /// Only whether the stage's policies select anything; with the answer to whether pods
+    /// these LISTs return exist, when it was asked before the live objects the stage replaces
+    /// were known.
+    Selection(Option<(Vec<PodQuery>, bool)>),
+}
 
 /// Read the stage's own objects by name and, at the same time (without `--flows`), ask whether
 /// pods its policies can select exist: [`show_flow_report`] asks again only when the objects
-/// they replace change the answer.
+/// they replace change the question.
 async fn observe_own_objects(
     cluster: &Cluster,
     stage: StageId,
@@ -412,20 +410,24 @@ async fn observe_own_objects(
     live: &mut LiveState,
     options: &StageOptions,
     flows: bool,
-) -> Result<PodsAsked> {
+) -> Result<FlowReport> {
     let named = named_objects([stage], facts, options);
-    let early = reach(stage, facts, live, options);
+    let queries = match reach(stage, facts, live, options) {
+        Reach::PodsOf(queries) if !flows => Some(queries),
+        _ => None,
+    };
     let ask = async {
-        match &early {
-            Reach::PodsOf(queries) if !flows => {
-                inventory::any_pod(cluster, queries).await.map(Some)
-            }
-            _ => Ok(None),
+        match &queries {
+            Some(queries) => inventory::any_pod(cluster, queries).await.map(Some),
+            None => Ok(None),
         }
     };
     let (read, found) = tokio::join!(inventory::observe_named(cluster, live, &named), ask);
     read?;
-    Ok(found?.map(|found| (early, found)))
+    Ok(match flows {
+        true => FlowReport::Exact,
+        false => FlowReport::Selection(queries.zip(found?)),
+    })
 }
 
 /// The critical flows the stage changes. With `--flows`, every policy and the pods the
@@ -439,20 +441,20 @@ async fn show_flow_report(
     facts: &ClusterFacts,
     live: &mut LiveState,
     options: &StageOptions,
-    (flows, asked): (bool, PodsAsked),
+    report: FlowReport,
 ) -> Result<()> {
-    if flows {
+    let FlowReport::Selection(asked) = report else {
         let pods = pods_for_flow_report(stage, facts, live, options);
         inventory::observe_pods(cluster, live, &pods).await?;
         inventory::observe_policies(cluster, live).await?;
         let changed = super::check::flows_changed_by(live, facts, options, stage);
         super::check::show_flow_changes(ctx, stage, &changed);
         return Ok(());
-    }
+    };
     let selected = match reach(stage, facts, live, options) {
         Reach::Nothing => None,
         Reach::PodsOf(queries) => match asked {
-            Some((Reach::PodsOf(asked), found)) if asked == queries => found,
+            Some((asked, found)) if asked == queries => found,
             _ => inventory::any_pod(cluster, &queries).await?,
         }
         .then_some("pods"),
